@@ -69,10 +69,12 @@ def run_vae(case: GoldenCase, tensors: dict[str, torch.Tensor]) -> dict[str, tor
         "output.latent_mean": posterior.mean,
         "output.latent_scale_raw": posterior.scale_raw,
         "output.latent_std": posterior.std,
-        "output.decoded_from_mean": vae.decode(posterior.mean),
     }
-    if "input.latent" in tensors:
-        outputs["output.decoded_from_latent"] = vae.decode(tensors["input.latent"])
+    # The recorded decodes ran on the official tensors named in `decode_inputs` (its own encoded mean,
+    # a random latent), so decode those same tensors: each output then tests the decoder alone.
+    decoded_names = {"output.latent_mean": "output.decoded_from_mean", "input.latent": "output.decoded_from_latent"}
+    for source in case.argument("decode_inputs", tensors, default=["output.latent_mean"]):
+        outputs[decoded_names[source]] = vae.decode(tensors[source])
     return outputs
 
 
