@@ -53,7 +53,9 @@ class TextTokenizer:
         backend = getattr(tokenizer, "backend_tokenizer", None)
         if isinstance(backend, Tokenizer):
             return cls(backend)
-        raise TypeError(f"Expected a Qwen tokenizer (tokenizers or transformers fast), got {type(tokenizer).__name__}")
+        raise TypeError(
+            f"Expected a Qwen tokenizer (tokenizers or transformers fast), got {type(tokenizer).__name__}"
+        )
 
     @property
     def vocab_size(self) -> int:
@@ -110,7 +112,9 @@ def _from_vocab_and_merges(folder: Path) -> Tokenizer:
     ])
     tokenizer.decoder = decoders.ByteLevel()
     added = sorted(_added_tokens(folder))
-    tokenizer.add_special_tokens([AddedToken(content, normalized=False, special=special) for _, content, special in added])
+    tokenizer.add_special_tokens(
+        [AddedToken(content, normalized=False, special=special) for _, content, special in added]
+    )
     for token_id, content, _ in added:
         if tokenizer.token_to_id(content) != token_id:
             raise AceStepError(

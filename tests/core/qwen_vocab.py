@@ -4,8 +4,8 @@ The ACE-Step text encoder (Qwen3-Embedding-0.6B) and the 5 Hz LMs share Qwen's b
 vocabulary. The PyPI wheel `dashscope==2.0.2` ships it as a tiktoken rank file; we fetch that wheel
 with pip (no install), read the rank file from the zip and build a `tokenizers.Tokenizer` from it, so
 tests can check prompt token ids exactly without the model weights. Everything is cached under
-`~/.cache/comfyui-acestep-tests/` (override with COMFYUI_ACESTEP_TEST_CACHE). When PyPI cannot be
-reached the calling test is skipped with the reason.
+`~/.cache/comfyui-acestep-tests/qwen-vocab/` (root overridable with COMFYUI_ACESTEP_TEST_CACHE).
+When PyPI cannot be reached the calling test is skipped with the reason.
 """
 
 from __future__ import annotations
@@ -50,7 +50,8 @@ VOCAB_SIZE = ORDINARY_TOKENS + len(SPECIAL_TOKENS)
 
 def cache_dir() -> Path:
     """The folder where downloaded and built vocabulary files are kept between test runs."""
-    folder = Path(os.environ.get("COMFYUI_ACESTEP_TEST_CACHE", Path.home() / ".cache" / "comfyui-acestep-tests"))
+    root = Path(os.environ.get("COMFYUI_ACESTEP_TEST_CACHE", Path.home() / ".cache" / "comfyui-acestep-tests"))
+    folder = root / "qwen-vocab"
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
@@ -70,10 +71,15 @@ def rank_file() -> Path:
                         f"{result.stderr.strip()[-300:]}")
         with zipfile.ZipFile(wheels[0]) as wheel:
             data = wheel.read(RANK_FILE_MEMBER)
-    partial = target.with_suffix(".part")
+    _publish(target, data)
+    return target
+
+
+def _publish(target: Path, data: bytes) -> None:
+    """Write a cache file atomically (test runs in parallel may build the same file at once)."""
+    partial = target.with_name(f"{target.name}.{os.getpid()}.part")
     partial.write_bytes(data)
     partial.replace(target)
-    return target
 
 
 def _byte_to_unicode() -> dict[int, str]:
@@ -97,7 +103,8 @@ def _read_ranks(path: Path) -> dict[bytes, int]:
             token, rank = line.split()
             ranks[base64.b64decode(token)] = int(rank)
     if len(ranks) != ORDINARY_TOKENS:
-        raise RuntimeError(f"{path} holds {len(ranks)} tokens, expected {ORDINARY_TOKENS}; delete it to re-download")
+        raise RuntimeError(
+            f"{path} holds {len(ranks)} tokens, expected {ORDINARY_TOKENS}; delete it to download it again")
     return ranks
 
 
@@ -155,9 +162,7 @@ def _tokenizer_json(append_eos: bool) -> str:
     if cached.is_file():
         return cached.read_text(encoding="utf-8")
     serialized = _build(append_eos).to_str()
-    partial = cached.with_suffix(".part")
-    partial.write_text(serialized, encoding="utf-8")
-    partial.replace(cached)
+    _publish(cached, serialized.encode("utf-8"))
     return serialized
 
 
