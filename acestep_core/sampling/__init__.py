@@ -11,7 +11,7 @@ here imports a model. Typical use::
 from acestep_core.sampling.dcw import DCW_MODES, DCW_OFF, DcwSettings, dcw_correct
 from acestep_core.sampling.guidance import MomentumBuffer, adg, apg, cfg, in_cfg_interval
 from acestep_core.sampling.loop import SamplerSettings, StepInfo, VelocityFn, sample
-from acestep_core.sampling.noise import draw_noise, mix_retake_noise
+from acestep_core.sampling.noise import draw_noise, mix_retake_noise, resolve_seeds
 from acestep_core.sampling.repaint import (
     RepaintInputs,
     repaint_blend_mask,
@@ -52,6 +52,7 @@ __all__ = [
     "repaint_blend_mask",
     "repaint_boundary_blend",
     "repaint_inject",
+    "resolve_seeds",
     "sample",
     "shift_timestep",
     "turbo_schedule",

@@ -144,6 +144,7 @@ def _cover_start(
     return t_star * noise + (1 - t_star) * source_latents, schedule.starting_at(index)
 
 
+@torch.no_grad()
 def sample(
     velocity_fn: VelocityFn,
     noise: torch.Tensor,

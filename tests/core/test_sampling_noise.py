@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ import torch
 from safetensors import safe_open
 
 from acestep_core.errors import AceStepError
-from acestep_core.sampling import draw_noise, mix_retake_noise
+from acestep_core.sampling import draw_noise, mix_retake_noise, resolve_seeds
 
 
 @pytest.mark.parametrize(
@@ -59,3 +60,39 @@ def test_retake_mix() -> None:
     assert torch.allclose(mix_retake_noise(noise, retake, 1.0), retake, atol=1e-7)
     third = mix_retake_noise(noise, retake, 1 / 3)  # angle π/6
     assert torch.allclose(third, noise * math.sqrt(3) / 2 + retake / 2, atol=1e-6)
+
+
+class Scripted(random.Random):
+    """A stand-in rng whose "random" seeds are 1000, 1001, … so the test can see where they land."""
+
+    def __init__(self) -> None:
+        super().__init__(0)
+        self.next_seed = 1000
+
+    def randint(self, a: int, b: int) -> int:
+        assert (a, b) == (0, 2**32 - 1)
+        self.next_seed += 1
+        return self.next_seed - 1
+
+
+@pytest.mark.parametrize(
+    ("seed", "batch", "expected"),
+    [
+        (42, 1, [42]),
+        (42, 3, [42, 1000, 1001]),  # a single seed fixes item 0 only
+        ("42", 2, [42, 1000]),
+        ("7, 8", 2, [7, 8]),
+        ("7, -1, 9.0, x, ", 5, [7, 1000, 9, 1001, 1002]),
+        ("1, 2, 3", 2, [1, 2]),
+        ([5, 6], 3, [5, 6, 1000]),
+        (None, 2, [1000, 1001]),
+        (-1, 2, [1000, 1001]),
+    ],
+)
+def test_resolve_seeds_like_the_official_handler(seed: object, batch: int, expected: list[int]) -> None:
+    assert resolve_seeds(batch, seed, Scripted()) == expected  # type: ignore[arg-type]
+
+
+def test_resolved_random_seeds_come_from_the_given_rng() -> None:
+    assert resolve_seeds(3, None, random.Random(1)) == resolve_seeds(3, None, random.Random(1))
+    assert all(0 <= s <= 2**32 - 1 for s in resolve_seeds(4, "-1", random.Random(2)))
