@@ -28,7 +28,8 @@ VARIANTS = ("turbo", "sft", "base")
 TURBO_FLAVOURS = ("shift1", "shift3", "continuous")
 _TOKEN_SPLIT = re.compile(r"[/\\._\-\s]+")
 _FAMILY_NAMES = {"2b": "2B", "xl": "XL"}
-_KIND_NAMES = {"dit": "DiT", "vae": "VAE", "text_encoder": "text encoder (Qwen3-Embedding)", "lm": "5 Hz LM"}
+_KIND_NAMES = {"dit": "DiT", "vae": "VAE", "text_encoder": "text encoder (Qwen3-Embedding)", "lm": "5 Hz LM",
+               "qwen": "Qwen3 model (text encoder or LM, role unknown)"}
 
 QWEN_ROPE_THETA = 1_000_000.0
 QWEN_RMS_NORM_EPS = 1e-6
@@ -79,7 +80,7 @@ class ModelInfo:
         what = self.dit.describe() if self.dit is not None else f"ACE-Step 1.5 {_KIND_NAMES.get(self.kind, self.kind)}"
         files = f"{len(self.weights)} shards" if len(self.weights) > 1 else self.weights[0].name
         text = (f"{what} from {self.path} ({self.layout} layout, {files}, stored {self.stored_dtype}, "
-                f"config {self.config_source})")
+                f"config: {self.config_source})")
         if self.dit is not None and self.dit.variant is not None:
             text += f"; variant from {self.dit.source}"
         return text + "".join(f"; {note}" for note in self.notes)

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from acestep_core.checkpoint_io import CheckpointFiles, TensorRef
+from acestep_core.constants import NUM_AUDIO_CODES
 
 DIT = "dit"
 VAE = "vae"
@@ -189,11 +190,12 @@ def qwen_role(component: Component) -> Optional[str]:
     """TEXT_ENCODER or LM when the stack says which it is, else None.
 
     ComfyUI's sub-model name decides inside an all-in-one checkpoint; otherwise the vocabulary does: the
-    Qwen3-Embedding text encoder has 151669 rows, the 5 Hz LMs add 65535 audio-code tokens.
+    Qwen3-Embedding text encoder has 151669 rows, the 5 Hz LMs add 65535 audio-code tokens; a plain Qwen3
+    vocabulary (151936) is neither.
     """
     if component.name:
         return TEXT_ENCODER if component.name == COMFY_TEXT_ENCODER_NAME else LM
     vocab = component.refs["embed_tokens.weight"].shape[0]
     if vocab == QWEN_TEXT_VOCAB:
         return TEXT_ENCODER
-    return LM if vocab > QWEN_TEXT_VOCAB else None
+    return LM if vocab >= QWEN_TEXT_VOCAB + NUM_AUDIO_CODES else None

@@ -47,7 +47,7 @@ FOLDER_WEIGHTS = ("model.safetensors.index.json", "model.safetensors",
 SILENCE_LATENT_FILES = ("silence_latent.pt", "silence_latent.safetensors")
 SILENCE_LATENT_URL = "https://huggingface.co/ACE-Step/Ace-Step1.5/blob/main/acestep-v15-turbo/silence_latent.pt"
 _SHARD_NAME = re.compile(r"^(.+)-\d{5}-of-\d{5}\.safetensors$")
-_INFERRED_NOTE = "config inferred from the weights ({} assumed as in the released models)"
+_INFERRED_NOTE = "{} not stored in the weights: the released models' values assumed"
 _KIND_LABELS = {DIT: "DiT", VAE: "VAE", TEXT_ENCODER: "text encoder", LM: "5 Hz LM"}
 _LOADERS = {DIT: "load_dit", VAE: "load_vae", TEXT_ENCODER: "load_text_encoder", LM: "read_qwen(role='lm')"}
 
@@ -350,7 +350,10 @@ def load_text_encoder(path: PathLike, dtype: DtypeLike = torch.float32, device: 
 
 
 def identify(path: PathLike) -> list[ModelInfo]:
-    """What a folder or file holds (one entry per network), from headers and config.json only."""
+    """What a folder or file holds (one entry per network), from headers and config.json only.
+
+    A Qwen3 stack whose role neither its vocabulary nor its folder name tells is reported with kind "qwen".
+    """
     located = locate(path)
     files = open_checkpoint(located.weights)
     infos = []
@@ -360,11 +363,14 @@ def identify(path: PathLike) -> list[ModelInfo]:
         elif component.kind == VAE:
             infos.append(_describe_vae(located, files, component))
         else:
-            infos.append(_describe_qwen(located, files, component, qwen_role(component) or _role_from_config(located)))
+            role = qwen_role(component) or _role_from_name(located)
+            infos.append(_describe_qwen(located, files, component, role or QWEN))
     return infos
 
 
-def _role_from_config(located: Located) -> str:
-    """A Qwen3 stack whose vocabulary does not tell: a causal-LM architecture in config.json means the LM."""
-    config = _config_json(located) or {}
-    return LM if any("CausalLM" in str(a) for a in config.get("architectures") or ()) else TEXT_ENCODER
+def _role_from_name(located: Located) -> Optional[str]:
+    """The official folder names say it: `Qwen3-Embedding-0.6B` is the text encoder, `acestep-5Hz-lm-*` an LM."""
+    tokens = name_tokens(*located.names)
+    if "embedding" in tokens:
+        return TEXT_ENCODER
+    return LM if {"lm", "5hz"} <= tokens else None
