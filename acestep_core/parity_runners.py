@@ -9,9 +9,11 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from acestep_core.diffusion import DitInputs, Retake, run_dit
 from acestep_core.models.acestep import AceStepModel
 from acestep_core.models.config import AceStepConfig
 from acestep_core.parity import GoldenCase, Runner, UnsupportedCase
+from acestep_core.sampling import DcwSettings, RepaintInputs, SamplerSettings, Schedule, base_schedule, turbo_schedule
 
 
 @functools.lru_cache(maxsize=8)
@@ -78,8 +80,65 @@ def run_vae(case: GoldenCase, tensors: dict[str, torch.Tensor]) -> dict[str, tor
     return outputs
 
 
+_BASE_FAMILY_MODULES = ("models.base.", "models.sft.", "models.xl_base.", "models.xl_sft.")
+
+
+def _official_settings(case: GoldenCase, tensors: dict[str, torch.Tensor], base: bool) -> SamplerSettings:
+    """The sampler options of an official `generate_audio` call, with that function's defaults."""
+    arg = functools.partial(case.argument, tensors=tensors)
+    guidance = arg("diffusion_guidance_scale", default=arg("diffusion_guidance_sale", default=7.0 if base else 1.0))
+    dcw = DcwSettings(enabled=arg("dcw_enabled", default=True), mode=arg("dcw_mode", default="double"),
+                      scaler=arg("dcw_scaler", default=0.05), high_scaler=arg("dcw_high_scaler", default=0.02),
+                      wavelet=arg("dcw_wavelet", default="haar"))
+    return SamplerSettings(
+        guidance_scale=guidance, use_adg=arg("use_adg", default=False),
+        cfg_interval_start=arg("cfg_interval_start", default=0.0),
+        cfg_interval_end=arg("cfg_interval_end", default=1.0),
+        infer_method=arg("infer_method", default="ode"), sampler_mode=arg("sampler_mode", default="euler"),
+        velocity_norm_threshold=arg("velocity_norm_threshold", default=0.0),
+        velocity_ema_factor=arg("velocity_ema_factor", default=0.0), dcw=dcw,
+        audio_cover_strength=arg("audio_cover_strength", default=1.0),
+        cover_noise_strength=arg("cover_noise_strength", default=0.0),
+        repaint_injection_ratio=arg("repaint_injection_ratio", default=0.5),
+        repaint_crossfade_frames=arg("repaint_crossfade_frames", default=10))
+
+
+def _official_schedule(case: GoldenCase, tensors: dict[str, torch.Tensor], base: bool) -> Schedule:
+    timesteps = case.argument("timesteps", tensors)
+    if isinstance(timesteps, torch.Tensor):
+        timesteps = timesteps.tolist()
+    steps = case.argument("infer_steps", tensors)
+    if base:
+        return base_schedule(steps if steps is not None else 30, case.argument("shift", tensors, 1.0),
+                             timesteps=timesteps)
+    return turbo_schedule(case.argument("shift", tensors, 3.0), infer_steps=steps, timesteps=timesteps)
+
+
 def run_generate(case: GoldenCase, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    raise UnsupportedCase("not yet supported: the samplers (generate_audio) are not wired into verify yet")
+    if case.argument("infer_method", tensors) == "sde":
+        raise UnsupportedCase("not reproducible: the official SDE sampler re-noises from torch's unseeded "
+                              "global RNG")
+    if case.argument("seed", tensors) is None:
+        raise UnsupportedCase("not reproducible: the official call drew unseeded noise (seed=None)")
+    base = any(marker in case.call.get("model_class_module", "") for marker in _BASE_FAMILY_MODULES)
+    arg = functools.partial(case.argument, tensors=tensors)
+    inputs = DitInputs(*(arg(name) for name in (
+        "text_hidden_states", "text_attention_mask", "lyric_hidden_states", "lyric_attention_mask",
+        "refer_audio_acoustic_hidden_states_packed", "refer_audio_order_mask", "src_latents", "chunk_masks",
+        "is_covers", "silence_latent", "attention_mask", "precomputed_lm_hints_25Hz",
+        "non_cover_text_hidden_states", "non_cover_text_attention_mask")))
+    repaint_mask = arg("repaint_mask")
+    repaint = None
+    if repaint_mask is not None:
+        repaint = RepaintInputs(repaint_mask.to(torch.bool), arg("clean_src_latents"))
+    retake = None
+    if (arg("retake_variance") or 0.0) > 0:
+        if arg("retake_seed") is None:
+            raise UnsupportedCase("not reproducible: the retake noise was drawn unseeded (retake_seed=None)")
+        retake = Retake(arg("retake_variance"), arg("retake_seed"))
+    latents = run_dit(_dit(case), inputs, _official_schedule(case, tensors, base),
+                      _official_settings(case, tensors, base), arg("seed"), retake=retake, repaint=repaint)
+    return {"output.target_latents": latents}
 
 
 _RUNNERS: list[tuple[str, Runner]] = [

@@ -44,6 +44,18 @@ def test_vae(case_file):
     _assert_case(case_file)
 
 
+@pytest.mark.parametrize("case_file", _ids("generate_audio"))
+def test_sampling_run(case_file):
+    _assert_case(case_file)
+
+
+def test_verify_cli_on_the_whole_golden_folder(capsys):
+    assert verify.main(["--golden", str(GOLDEN)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    outputs = sum(1 for case in CASES.values() for t in case.entry["tensors"] if t["name"].startswith("output."))
+    assert lines[-1] == f"{outputs} passed, 0 failed"
+
+
 def _assert_case(case_file: str) -> None:
     torch.set_num_threads(1)
     results = check_case(CASES[case_file])
