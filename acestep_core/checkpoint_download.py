@@ -145,7 +145,9 @@ def ensure_model(name: str, models_dir: PathLike, *, allow_download: bool = True
     if not allow_download:
         raise AceStepError(f"{name} is not complete and downloading is off. {instructions}")
     if is_offline():
-        raise AceStepError(f"{name} is not complete and Hugging Face offline mode is on (HF_HUB_OFFLINE). {instructions}")
+        raise AceStepError(
+            f"{name} is not complete and Hugging Face offline mode is on (HF_HUB_OFFLINE). {instructions}"
+        )
     prefix = f"{model.subfolder}/" if model.subfolder else ""
     target = models_dir if model.subfolder else folder
     _snapshot(model.repo_id, target, [prefix + p for p in FILE_PATTERNS], name, instructions, tqdm_class)

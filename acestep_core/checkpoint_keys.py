@@ -53,7 +53,9 @@ _RESIDUAL_PARTS = ("snake1", "conv1", "snake2", "conv2")
 class Component:
     """One network found in a checkpoint, its tensors keyed by the official names.
 
-    `layout` says how it was stored ("official", "diffusers", "comfyui", "comfyui-checkpoint", or "prefixed"),
+    `layout` says how it was stored: "official" (the names of the official files: no prefix, diffusers names
+    for the VAE), "comfyui" (ComfyUI's VAE names), "comfyui-checkpoint" (inside an all-in-one file),
+    "transformers" (a Qwen3 stack under `model.`, as transformers and ComfyUI save it) or "prefixed";
     `name` is ComfyUI's sub-model name inside an all-in-one checkpoint (e.g. "qwen3_06b"), else "".
     """
 
@@ -113,7 +115,7 @@ def _dit(files: CheckpointFiles, prefix: str) -> Component:
 
 def _vae_diffusers(files: CheckpointFiles, prefix: str) -> Component:
     refs = {_weight_norm_name(k): _snake_shape(k, r) for k, r in _under(files, prefix).items()}
-    return Component(VAE, prefix, _layout(prefix, "diffusers"), refs)
+    return Component(VAE, prefix, _layout(prefix, "official"), refs)
 
 
 def _vae_comfy(files: CheckpointFiles, prefix: str) -> Component:
@@ -182,7 +184,8 @@ def _qwen(files: CheckpointFiles, prefix: str) -> Component:
         if head is not None:
             refs["lm_head.weight"] = head
     match = re.match(r"^text_encoders\.([^.]+)\.", prefix)
-    layout = "official" if prefix == "" else ("comfyui-checkpoint" if match else "prefixed")
+    layouts = {"": "official", "model.": "transformers"}
+    layout = layouts.get(prefix, "comfyui-checkpoint" if match else "prefixed")
     return Component(QWEN, prefix, layout, refs, name=match.group(1) if match else "")
 
 

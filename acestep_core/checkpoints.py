@@ -104,7 +104,9 @@ def locate(path: PathLike) -> Located:
     if path.is_dir():
         return Located(path, _folder_weights(path), path)
     if not path.exists():
-        raise AceStepError(f"{path}: not found. Check the path, or download the model (acestep_core.checkpoint_download).")
+        raise AceStepError(
+            f"{path}: not found. Check the path, or download the model (acestep_core.checkpoint_download)."
+        )
     shard = _SHARD_NAME.match(path.name)
     if shard and (path.parent / f"{shard.group(1)}.safetensors.index.json").is_file():
         return Located(path, path.parent / f"{shard.group(1)}.safetensors.index.json", path.parent)
