@@ -248,9 +248,11 @@ def check_fit(expected: Mapping[str, tuple[int, ...]], found: Mapping[str, tuple
     if mismatched:
         parts.append(f"{len(mismatched)} with other shapes "
                      f"({few(mismatched, lambda k: f'{k}: file {list(found[k])} vs model {list(expected[k])}')})")
-    if mismatched and config_source != "inferred from weights":
-        fix = (f"the {config_source} config does not describe these weights: use the config.json shipped with "
-               "this file, or remove it to infer the config from the weights")
+    if mismatched and config_source == "config.json":
+        fix = ("the config.json beside the weights does not describe them: use the config.json shipped with this "
+               "file, or remove it to infer the config from the weights")
+    elif mismatched and config_source == "given":
+        fix = "the given config does not describe these weights: pass the one shipped with them, or none"
     else:
         fix = f"the file is incomplete or not an ACE-Step 1.5 {what}; download it again"
     raise AceStepError(f"{source}: the {what} weights do not fit: {'; '.join(parts)}. Fix: {fix}.")

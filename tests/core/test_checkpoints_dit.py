@@ -192,7 +192,9 @@ def test_config_json_that_does_not_fit_the_weights(tmp_path: Path) -> None:
     message = str(error.value)
     assert "with other shapes" in message and "decoder.condition_embedder.weight: file [64, 64] vs model [64, 48]" \
         in message
-    assert "config.json config does not describe these weights" in message
+    assert "the config.json beside the weights does not describe them" in message
+    with pytest.raises(AceStepError, match="the given config does not describe these weights"):
+        load_dit(folder / "model.safetensors", config=xl_config)
 
 
 def test_missing_silence_latent(tmp_path: Path) -> None:

@@ -48,6 +48,14 @@ def test_vae_config_is_inferred_for_comfy_files(tmp_path: Path) -> None:
     assert loaded.info.config_source == "inferred from weights"
 
 
+def test_vae_under_any_prefix(tmp_path: Path) -> None:
+    tensors = T.prefixed(T.comfy_vae_tensors(T.golden_vae()[0]), "first_stage_model.")
+    save_file(tensors, tmp_path / "checkpoint.safetensors")
+    loaded = load_vae(tmp_path / "checkpoint.safetensors")
+    _assert_vae_equals_golden(loaded.model, torch.float32)
+    assert loaded.info.layout == "prefixed"
+
+
 def test_vae_loads_in_another_dtype(tmp_path: Path) -> None:
     loaded = load_vae(T.write_official_vae(tmp_path / "vae", torch.bfloat16), dtype="fp32")
     source, _ = T.golden_vae()
