@@ -1,0 +1,25 @@
+"""ComfyUI adapters of comfyui-acestep: V3 schema nodes, one file per stage, thin over `acestep_core`.
+
+Only the pack's root `__init__.py` imports this, and only inside ComfyUI. Registration goes through
+`comfy_entrypoint()` alone: a module that also exported `NODE_CLASS_MAPPINGS` would have its entrypoint
+ignored by ComfyUI.
+"""
+
+from __future__ import annotations
+
+from comfy_api.latest import ComfyExtension, io
+
+from .latent import AceStepEmptyLatent
+
+NODES: list[type[io.ComfyNode]] = [AceStepEmptyLatent]
+
+
+class AceStepExtension(ComfyExtension):
+    """Hands ComfyUI the node classes (0.3.75 never calls `on_load`, so nothing is set up there)."""
+
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        return list(NODES)
+
+
+async def comfy_entrypoint() -> AceStepExtension:
+    return AceStepExtension()

@@ -1,0 +1,1 @@
+"""Integration tests: the pack inside a real ComfyUI server (see conftest.py)."""
