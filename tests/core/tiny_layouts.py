@@ -54,14 +54,21 @@ def _save_silence_pt(folder: Path, family: str) -> None:
     torch.save(golden_silence(family).transpose(1, 2).contiguous(), folder / "silence_latent.pt")
 
 
+def _write_dit_config(folder: Path, family: str, is_turbo: Optional[bool]) -> Tensors:
+    """The golden config.json (with `is_turbo`, as the released configs carry it) into `folder`; returns the
+    golden tensors."""
+    tensors, config = golden_dit(family)
+    if is_turbo is not None:
+        config = {**config, "is_turbo": is_turbo}
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    return tensors
+
+
 def write_official_dit(folder: Path, family: str = "2b", dtype: torch.dtype = torch.float32,
                        is_turbo: Optional[bool] = True, silence: str = "pt") -> Path:
     """`<folder>/{config.json, model.safetensors, silence_latent.pt|.safetensors}` as in ACE-Step/Ace-Step1.5."""
-    tensors, config = golden_dit(family)
-    folder.mkdir(parents=True, exist_ok=True)
-    if is_turbo is not None:
-        config = {**config, "is_turbo": is_turbo}
-    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    tensors = _write_dit_config(folder, family, is_turbo)
     save_file(cast(tensors, dtype), folder / "model.safetensors", metadata={"format": "pt"})
     if silence == "pt":
         _save_silence_pt(folder, family)
@@ -84,11 +91,7 @@ def write_sharded(folder: Path, tensors: Tensors, shards: int = 3, stem: str = "
 
 def write_sharded_dit(folder: Path, family: str = "2b", dtype: torch.dtype = torch.float32, shards: int = 3,
                       is_turbo: Optional[bool] = True) -> Path:
-    tensors, config = golden_dit(family)
-    if is_turbo is not None:
-        config = {**config, "is_turbo": is_turbo}
-    write_sharded(folder, cast(tensors, dtype), shards)
-    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    write_sharded(folder, cast(_write_dit_config(folder, family, is_turbo), dtype), shards)
     _save_silence_pt(folder, family)
     return folder
 
