@@ -1,0 +1,160 @@
+"""Reading and writing audio files with soundfile (libsndfile), never torchaudio.
+
+Reading gives float32 `[channels, samples]` at the file's own rate; `acestep_core.audio.to_model_audio`
+turns that into what the VAE wants. Writing never replaces an existing file and never leaves a partial one:
+the data goes to a hidden temporary file in the target folder, which is then hard-linked (or, on file
+systems without hard links, renamed) to the final name only if that name is still free.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from acestep_core.errors import AceStepError
+
+PathLike = Union[str, os.PathLike]
+
+# format name -> (libsndfile container, {bit depth -> libsndfile subtype}, default bit depth)
+_FORMATS: dict[str, tuple[str, dict[str, str], str]] = {
+    "flac": ("FLAC", {"16": "PCM_16", "24": "PCM_24"}, "16"),
+    "wav": ("WAV", {"16": "PCM_16", "24": "PCM_24", "32f": "FLOAT"}, "16"),
+    "mp3": ("MP3", {"": "MPEG_LAYER_III"}, ""),
+}
+# The string fields libsndfile can store (FLAC Vorbis comments, WAV INFO chunks, MP3 ID3 tags).
+METADATA_FIELDS = ("title", "copyright", "software", "artist", "comment", "date", "album", "license",
+                   "tracknumber", "genre")
+
+
+def load_audio(path: PathLike) -> tuple[torch.Tensor, int]:
+    """Read any file libsndfile understands (wav, flac, ogg/vorbis/opus, mp3, aiff, ...).
+
+    Returns `(waveform [channels, samples] float32, sample_rate)`. Empty files and files holding NaN or
+    infinite samples are refused here, with the file named, because they would otherwise surface later as
+    a shape error or a silent NaN song.
+    """
+    file = Path(path)
+    if not file.is_file():
+        what = "is a folder, not a file" if file.is_dir() else "does not exist"
+        raise AceStepError(f"Audio file '{file}' {what}; check the path.")
+    try:
+        data, sample_rate = sf.read(str(file), dtype="float32", always_2d=True)
+    except (sf.SoundFileError, RuntimeError, OSError, ValueError) as exc:
+        raise AceStepError(
+            f"Cannot read audio file '{file}' ({exc}). Supported: WAV, FLAC, OGG (Vorbis/Opus), MP3, AIFF; "
+            "convert other formats (AAC/M4A, ...) to FLAC or WAV first."
+        ) from exc
+    if data.shape[0] == 0 or data.shape[1] == 0:
+        raise AceStepError(f"Audio file '{file}' holds no samples; choose a file with audio in it.")
+    if not np.isfinite(data).all():
+        raise AceStepError(f"Audio file '{file}' contains NaN or infinite samples; re-export it from its source.")
+    return torch.from_numpy(np.ascontiguousarray(data.T)), int(sample_rate)
+
+
+def unique_path(path: PathLike) -> Path:
+    """`path` if nothing exists there, else the first free `stem_2.ext`, `stem_3.ext`, ... beside it."""
+    candidate = Path(path)
+    number = 2
+    while candidate.exists():
+        candidate = candidate.with_name(f"{Path(path).stem}_{number}{Path(path).suffix}")
+        number += 1
+    return candidate
+
+
+def save_audio(waveform: torch.Tensor, sample_rate: int, path: PathLike, format: str = "flac",
+               bit_depth: str | None = None, mp3_compression: float = 0.5,
+               metadata: Mapping[str, str] | None = None) -> Path:
+    """Write `[channels, samples]` (or `[samples]` for mono) to a new file and return its path.
+
+    `format`: "flac" (bit depth "16" or "24"), "wav" ("16", "24" or "32f" for 32-bit float) or "mp3"
+    (libsndfile's LAME; `mp3_compression` 0.0 ≈ 320 kbit/s … 1.0 smallest, 0.5 ≈ 160 kbit/s).
+    Integer and MP3 formats clamp to [-1, 1] first, since libsndfile would otherwise wrap loud samples
+    around; 32-bit float WAV stores the values as they are. An existing `path` is never replaced: the call
+    raises `AceStepError` (use `unique_path` to pick a free name). On any failure no file is left behind.
+    """
+    container, subtypes, default_depth = _format_spec(format)
+    depth = default_depth if bit_depth is None else str(bit_depth)
+    if depth not in subtypes:
+        raise AceStepError(
+            f"Bit depth '{bit_depth}' is not available for {format}; choose one of {sorted(subtypes)}."
+        )
+    data = _to_numpy_frames(waveform, clamp=subtypes[depth] != "FLOAT", target=path)
+    if not 0.0 <= mp3_compression <= 1.0:
+        raise AceStepError(f"mp3_compression is {mp3_compression}; it must be between 0.0 and 1.0.")
+    unknown = sorted(set(metadata or {}) - set(METADATA_FIELDS))
+    if unknown:
+        raise AceStepError(f"Metadata fields {unknown} cannot be stored; use only {list(METADATA_FIELDS)}.")
+    final = Path(path)
+    if final.exists():
+        raise AceStepError(f"'{final}' already exists and is never overwritten; choose another name.")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent)
+    os.close(handle)
+    temp = Path(temp_name)
+    try:
+        extra = {"compression_level": mp3_compression, "bitrate_mode": "CONSTANT"} if container == "MP3" else {}
+        try:
+            with sf.SoundFile(temp, "w", samplerate=int(sample_rate), channels=data.shape[1],
+                              format=container, subtype=subtypes[depth], **extra) as out:
+                for key, value in (metadata or {}).items():
+                    setattr(out, key, str(value))
+                out.write(data)
+        except (sf.SoundFileError, RuntimeError, ValueError, TypeError) as exc:
+            raise AceStepError(
+                f"Cannot write '{final}' as {format} at {sample_rate} Hz ({exc}); MP3 needs 32000, 44100 or "
+                "48000 Hz, or choose FLAC/WAV."
+            ) from exc
+        _publish(temp, final)
+    finally:
+        temp.unlink(missing_ok=True)
+    return final
+
+
+def _format_spec(format: str) -> tuple[str, dict[str, str], str]:
+    key = format.lower().lstrip(".")
+    if key not in _FORMATS:
+        raise AceStepError(f"Audio format '{format}' is not supported; choose one of {sorted(_FORMATS)}.")
+    container = _FORMATS[key][0]
+    if container not in sf.available_formats():
+        raise AceStepError(
+            f"This libsndfile ({sf.__libsndfile_version__}) cannot write {key}; "
+            "upgrade soundfile (pip install -U soundfile) or choose FLAC/WAV."
+        )
+    return _FORMATS[key]
+
+
+def _to_numpy_frames(waveform: torch.Tensor, clamp: bool, target: PathLike) -> np.ndarray:
+    """`[channels, samples]` tensor → `[samples, channels]` float32 array, the layout soundfile writes."""
+    if waveform.ndim == 1:
+        waveform = waveform.unsqueeze(0)
+    if waveform.ndim != 2 or waveform.shape[0] == 0 or waveform.shape[1] == 0:
+        raise AceStepError(
+            f"Cannot save '{target}': audio has shape {tuple(waveform.shape)}, expected [channels, samples] "
+            "with at least one sample; save batch items one at a time."
+        )
+    data = waveform.detach().to("cpu", torch.float32)
+    if not torch.isfinite(data).all():
+        raise AceStepError(f"Cannot save '{target}': the audio contains NaN or infinite samples.")
+    if clamp:
+        data = data.clamp(-1.0, 1.0)
+    return np.ascontiguousarray(data.T.numpy())
+
+
+def _publish(temp: Path, final: Path) -> None:
+    """Give the finished temp file its final name without ever replacing a file that appeared meanwhile."""
+    try:
+        os.link(temp, final)
+    except FileExistsError as exc:
+        raise AceStepError(f"'{final}' already exists and is never overwritten; choose another name.") from exc
+    except OSError:
+        # File systems without hard links (FAT, some network shares): check, then rename.
+        if final.exists():
+            raise AceStepError(f"'{final}' already exists and is never overwritten; choose another name.")
+        os.rename(temp, final)
