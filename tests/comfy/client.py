@@ -40,6 +40,9 @@ class ComfyClient:
         with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
             return response.read()
 
+    def get(self, path: str) -> bytes:
+        return self._request(path)
+
     def get_json(self, path: str) -> Any:
         return json.loads(self._request(path))
 

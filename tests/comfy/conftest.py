@@ -59,11 +59,6 @@ def object_info(comfy: ComfyClient) -> dict[str, Any]:
     return comfy.object_info()
 
 
-@pytest.fixture
-def output_dir(comfy_server: comfyui_test_env.ComfyServer) -> Path:
-    return comfy_server.base / "output"
-
-
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     if _TIMINGS:
         parts = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in _TIMINGS.items())

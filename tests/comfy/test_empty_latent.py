@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import subprocess
 import uuid
-from pathlib import Path
 from typing import Any
 
 import comfyui_test_env
 import pytest
-from safetensors.torch import load_file
+import torch
+from safetensors.torch import load
 
 from .client import ComfyClient, PromptRejected, execution_error
 
@@ -29,10 +29,11 @@ def _prompt(seconds: Any, batch_size: int, prefix: str) -> dict[str, Any]:
     }
 
 
-def _saved_latent(entry: dict[str, Any], output_dir: Path) -> Any:
-    files = entry["outputs"]["2"]["latents"]
-    assert len(files) == 1
-    return load_file(str(output_dir / files[0]["subfolder"] / files[0]["filename"]))["latent_tensor"]
+def saved_latent(comfy: ComfyClient, entry: dict[str, Any], node_id: str) -> torch.Tensor:
+    """The tensor a core SaveLatent node wrote, fetched the way the frontend fetches outputs."""
+    files = entry["outputs"][node_id]["latents"]
+    assert len(files) == 1 and files[0]["type"] == "output"
+    return load(comfy.view(files[0]["filename"], files[0]["subfolder"]))["latent_tensor"]
 
 
 def test_object_info_documents_the_node(comfy: ComfyClient) -> None:
@@ -55,15 +56,15 @@ def test_object_info_documents_the_node(comfy: ComfyClient) -> None:
 
 
 @pytest.mark.parametrize("tenths, batch_size", [(101, 2), (600, 1)])
-def test_runs_into_a_core_latent_node(comfy: ComfyClient, output_dir: Path, tenths: int, batch_size: int) -> None:
+def test_runs_into_a_core_latent_node(comfy: ComfyClient, tenths: int, batch_size: int) -> None:
     entry = comfy.run(_prompt(tenths / 10, batch_size, f"latents/empty_{uuid.uuid4().hex[:8]}"))
     assert execution_error(entry) is None, execution_error(entry)
-    latent = _saved_latent(entry, output_dir)
+    latent = saved_latent(comfy, entry, "2")
     assert tuple(latent.shape) == (batch_size, 64, frames_for(tenths))
     assert latent.dtype.is_floating_point and not latent.any()
 
 
-def test_out_of_range_widget_is_a_validation_error(comfy: ComfyClient, output_dir: Path) -> None:
+def test_out_of_range_widget_is_a_validation_error(comfy: ComfyClient) -> None:
     with pytest.raises(PromptRejected) as rejected:
         comfy.queue(_prompt(700.0, 1, "latents/too_long"))
     errors = rejected.value.node_errors["1"]["errors"]
@@ -73,7 +74,7 @@ def test_out_of_range_widget_is_a_validation_error(comfy: ComfyClient, output_di
     assert execution_error(entry) is None
 
 
-def test_wired_out_of_range_value_fails_with_our_message(comfy: ComfyClient, output_dir: Path) -> None:
+def test_wired_out_of_range_value_fails_with_our_message(comfy: ComfyClient) -> None:
     """A linked value skips ComfyUI's min/max check; the node itself must refuse it, readably."""
     prompt = _prompt(["3", 0], 1, "latents/wired")
     prompt["3"] = {"class_type": "PrimitiveFloat", "inputs": {"value": 700.0}}
@@ -103,7 +104,7 @@ report = {"keys": sorted(latent), "type": latent["type"], "shape": list(latent["
 try:
     node.execute(seconds=5.0, batch_size=1)
 except Exception as exc:
-    report["error"] = [type(exc).__module__ + "." + type(exc).__name__, str(exc), exc.__cause__ is None]
+    report["error"] = [type(exc).__module__ + "." + type(exc).__name__, str(exc), exc.__suppress_context__]
 print(json.dumps(report))
 """
 

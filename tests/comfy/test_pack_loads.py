@@ -10,6 +10,8 @@ from pathlib import Path
 import comfyui_test_env
 import pytest
 
+from .client import ComfyClient
+
 FAILURE_PATTERNS = (
     r"Cannot import {pack}",
     r"IMPORT FAILED\): {pack}",
@@ -28,6 +30,12 @@ def test_pack_imports_without_errors(comfy_server: comfyui_test_env.ComfyServer)
     assert not failures, "the pack failed to load:\n" + "\n".join(failures) + "\n\n" + log[-3000:]
     timing_lines = [line for line in log.splitlines() if "seconds" in line and line.rstrip().endswith(str(pack_path))]
     assert timing_lines, f"ComfyUI's import summary does not mention the pack:\n{log[-3000:]}"
+
+
+def test_help_page_is_served(comfy: ComfyClient) -> None:
+    """WEB_DIRECTORY works: ComfyUI serves web/docs/<node id>.md for the node's help panel."""
+    page = comfy.get(f"/extensions/{comfyui_test_env.PACK_FOLDER_NAME}/docs/AceStepEmptyLatent.md").decode()
+    assert page.startswith("# ACE-Step Empty Latent")
 
 
 def _listening_addresses(pid: int) -> list[tuple[str, int]]:

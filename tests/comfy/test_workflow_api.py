@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from safetensors.torch import load_file
 
 from .client import ComfyClient, execution_error
+from .test_empty_latent import frames_for, saved_latent
 from .workflow_api import WorkflowError, workflow_to_prompt
 
 DATA = Path(__file__).parent / "data"
@@ -63,8 +63,7 @@ def test_refuses_subgraphs_and_unknown_nodes() -> None:
         workflow_to_prompt({"nodes": [_node(1, "NotInstalled")], "links": []}, OBJECT_INFO)
 
 
-def test_saved_ui_workflow_runs_on_the_server(comfy: ComfyClient, object_info: dict[str, Any],
-                                              output_dir: Path) -> None:
+def test_saved_ui_workflow_runs_on_the_server(comfy: ComfyClient, object_info: dict[str, Any]) -> None:
     workflow = json.loads((DATA / "empty_latent_ui.json").read_text())
     prompt = workflow_to_prompt(workflow, object_info)
     assert set(prompt) == {"1", "3"}, "Reroute, note, bypassed and muted nodes must not reach the server"
@@ -73,6 +72,5 @@ def test_saved_ui_workflow_runs_on_the_server(comfy: ComfyClient, object_info: d
     assert prompt["3"]["_meta"]["title"] == "Save the empty latent"
     entry = comfy.run(prompt, workflow=workflow)
     assert execution_error(entry) is None, execution_error(entry)
-    saved = entry["outputs"]["3"]["latents"][0]
-    latent = load_file(str(output_dir / saved["subfolder"] / saved["filename"]))["latent_tensor"]
-    assert tuple(latent.shape) == (2, 64, 101 * 48000 // 10 // 1920)
+    latent = saved_latent(comfy, entry, "3")
+    assert tuple(latent.shape) == (2, 64, frames_for(101))
