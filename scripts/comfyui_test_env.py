@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import fcntl
 import hashlib
 import importlib.metadata
@@ -59,6 +60,7 @@ MODEL_FOLDERS = ("checkpoints", "diffusion_models", "text_encoders", "vae", "lor
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HOME_ENV = "COMFYUI_ACESTEP_TEST_HOME"
 READY_MARKER = "ready.json"
+PR_SET_PDEATHSIG = 1
 PRUNE_AFTER_S = 7 * 24 * 3600
 
 Log = Callable[[str], None]
@@ -311,6 +313,12 @@ def _answers(url: str) -> bool:
         return False
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: on Linux, get SIGTERM when the test process dies without cleaning up."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def start_server(env: TestEnv, base: Path, port: int | None = None, extra_args: tuple[str, ...] = (),
                  timeout_s: float = 180.0) -> ComfyServer:
     """Start ComfyUI on 127.0.0.1 against `base` and wait until `/system_stats` answers."""
@@ -324,7 +332,7 @@ def start_server(env: TestEnv, base: Path, port: int | None = None, extra_args: 
     log_handle = open(log_path, "w")
     started = time.monotonic()
     process = subprocess.Popen(cmd, cwd=env.comfyui_dir, env=child_env, stdout=log_handle,
-                               stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                               stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
     server = ComfyServer(process=process, port=port, base=base, log_path=log_path, _log_handle=log_handle)
     while not _answers(f"{server.url}/system_stats"):
         if process.poll() is not None:
@@ -356,6 +364,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "setup":
         return 0
     base = prepare_base(args.base or Path(tempfile.mkdtemp(prefix="comfyui-acestep-base.")))
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     with start_server(env, base, port=args.port) as server:
         _stderr_log(f"serving {server.url} (started in {server.startup_s:.1f} s), log {server.log_path}; Ctrl-C stops")
         with contextlib.suppress(KeyboardInterrupt):
