@@ -29,6 +29,10 @@ _FORMATS: dict[str, tuple[str, dict[str, str], str]] = {
     "mp3": ("MP3", {"": "MPEG_LAYER_III"}, ""),
 }
 # The string fields libsndfile can store (FLAC Vorbis comments, WAV INFO chunks, MP3 ID3 tags).
+# MPEG-1 Layer III constant bitrates (kbit/s) at 32/44.1/48 kHz. libsndfile maps compression_level linearly
+# onto 320…32 kbit/s and picks the nearest of these, so (320 − rate) / 288 selects `rate` exactly.
+MP3_BITRATES = (64, 80, 96, 112, 128, 160, 192, 224, 256, 320)
+_MP3_TOP, _MP3_BOTTOM = 320, 32
 METADATA_FIELDS = ("title", "copyright", "software", "artist", "comment", "date", "album", "license",
                    "tracknumber", "genre")
 
@@ -68,26 +72,28 @@ def unique_path(path: PathLike) -> Path:
     return candidate
 
 
-def save_audio(waveform: torch.Tensor, sample_rate: int, path: PathLike, format: str = "flac",
-               bit_depth: str | None = None, mp3_compression: float = 0.5,
+def save_audio(waveform: torch.Tensor, sample_rate: int, path: PathLike, format: str | None = None,
+               bit_depth: str | None = None, mp3_bitrate: int = 128,
                metadata: Mapping[str, str] | None = None) -> Path:
     """Write `[channels, samples]` (or `[samples]` for mono) to a new file and return its path.
 
     `format`: "flac" (bit depth "16" or "24"), "wav" ("16", "24" or "32f" for 32-bit float) or "mp3"
-    (libsndfile's LAME; `mp3_compression` 0.0 ≈ 320 kbit/s … 1.0 smallest, 0.5 ≈ 160 kbit/s).
+    (LAME inside libsndfile, constant `mp3_bitrate` kbit/s from `MP3_BITRATES`; 128 as the official
+    default, 32/44.1/48 kHz only). Left out,
+    it follows the file extension, and FLAC when the extension names none of these.
     Integer and MP3 formats clamp to [-1, 1] first, since libsndfile would otherwise wrap loud samples
     around; 32-bit float WAV stores the values as they are. An existing `path` is never replaced: the call
     raises `AceStepError` (use `unique_path` to pick a free name). On any failure no file is left behind.
     """
-    container, subtypes, default_depth = _format_spec(format)
+    container, subtypes, default_depth = _format_spec(format, Path(path))
     depth = default_depth if bit_depth is None else str(bit_depth)
     if depth not in subtypes:
         raise AceStepError(
             f"Bit depth '{bit_depth}' is not available for {format}; choose one of {sorted(subtypes)}."
         )
     data = _to_numpy_frames(waveform, clamp=subtypes[depth] != "FLOAT", target=path)
-    if not 0.0 <= mp3_compression <= 1.0:
-        raise AceStepError(f"mp3_compression is {mp3_compression}; it must be between 0.0 and 1.0.")
+    if container == "MP3" and mp3_bitrate not in MP3_BITRATES:
+        raise AceStepError(f"MP3 bitrate {mp3_bitrate} kbit/s is not available; choose one of {list(MP3_BITRATES)}.")
     unknown = sorted(set(metadata or {}) - set(METADATA_FIELDS))
     if unknown:
         raise AceStepError(f"Metadata fields {unknown} cannot be stored; use only {list(METADATA_FIELDS)}.")
@@ -99,7 +105,10 @@ def save_audio(waveform: torch.Tensor, sample_rate: int, path: PathLike, format:
     os.close(handle)
     temp = Path(temp_name)
     try:
-        extra = {"compression_level": mp3_compression, "bitrate_mode": "CONSTANT"} if container == "MP3" else {}
+        extra = {}
+        if container == "MP3":
+            level = (_MP3_TOP - mp3_bitrate) / (_MP3_TOP - _MP3_BOTTOM)
+            extra = {"compression_level": level, "bitrate_mode": "CONSTANT"}
         try:
             with sf.SoundFile(temp, "w", samplerate=int(sample_rate), channels=data.shape[1],
                               format=container, subtype=subtypes[depth], **extra) as out:
@@ -117,10 +126,13 @@ def save_audio(waveform: torch.Tensor, sample_rate: int, path: PathLike, format:
     return final
 
 
-def _format_spec(format: str) -> tuple[str, dict[str, str], str]:
-    key = format.lower().lstrip(".")
+def _format_spec(format: str | None, path: Path) -> tuple[str, dict[str, str], str]:
+    suffix = path.suffix.lower().lstrip(".")
+    key = (format or (suffix if suffix in _FORMATS else "flac")).lower().lstrip(".")
     if key not in _FORMATS:
         raise AceStepError(f"Audio format '{format}' is not supported; choose one of {sorted(_FORMATS)}.")
+    if suffix in _FORMATS and suffix != key:
+        raise AceStepError(f"'{path}' has a .{suffix} extension but the format is {key}; make them agree.")
     container = _FORMATS[key][0]
     if container not in sf.available_formats():
         raise AceStepError(

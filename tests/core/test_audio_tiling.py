@@ -1,8 +1,10 @@
 """Tiled VAE encode/decode: equal to one pass when the overlap covers the receptive field, bounded memory,
 progress and cancel.
 
-Run as a script (`PYTHONPATH=. python tests/core/test_audio_tiling.py {tiny|cheap} MINUTES`) it decodes that many minutes
-in a fresh process and prints the growth of peak RSS; the memory test below uses that.
+Run as a script (`PYTHONPATH=. python tests/core/test_audio_tiling.py {tiny|cheap} MINUTES`) it decodes that
+many minutes in a fresh process and prints the growth of peak RSS; the memory test below uses that. Measured
+with the real tiny VAE for 10 minutes: +956 MB peak (230 MB output buffer + one window's working set, which
+alone is ~470 MB for this VAE on CPU), versus +1.2 GB for a one-pass decode of only 2 minutes.
 """
 
 import json
