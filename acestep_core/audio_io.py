@@ -79,17 +79,16 @@ def save_audio(waveform: torch.Tensor, sample_rate: int, path: PathLike, format:
 
     `format`: "flac" (bit depth "16" or "24"), "wav" ("16", "24" or "32f" for 32-bit float) or "mp3"
     (LAME inside libsndfile, constant `mp3_bitrate` kbit/s from `MP3_BITRATES`; 128 as the official
-    default, 32/44.1/48 kHz only). Left out,
-    it follows the file extension, and FLAC when the extension names none of these.
-    Integer and MP3 formats clamp to [-1, 1] first, since libsndfile would otherwise wrap loud samples
-    around; 32-bit float WAV stores the values as they are. An existing `path` is never replaced: the call
+    default, 32/44.1/48 kHz only). Left out, it follows the file extension, and FLAC when the extension
+    names none of these. Integer and MP3 formats are clamped to [-1, 1] here rather than left to each
+    codec; 32-bit float WAV stores the values as they are. An existing `path` is never replaced: the call
     raises `AceStepError` (use `unique_path` to pick a free name). On any failure no file is left behind.
     """
     container, subtypes, default_depth = _format_spec(format, Path(path))
     depth = default_depth if bit_depth is None else str(bit_depth)
     if depth not in subtypes:
         raise AceStepError(
-            f"Bit depth '{bit_depth}' is not available for {format}; choose one of {sorted(subtypes)}."
+            f"Bit depth '{bit_depth}' is not available for {container.lower()}; choose one of {sorted(subtypes)}."
         )
     data = _to_numpy_frames(waveform, clamp=subtypes[depth] != "FLOAT", target=path)
     if container == "MP3" and mp3_bitrate not in MP3_BITRATES:
@@ -100,8 +99,11 @@ def save_audio(waveform: torch.Tensor, sample_rate: int, path: PathLike, format:
     final = Path(path)
     if final.exists():
         raise AceStepError(f"'{final}' already exists and is never overwritten; choose another name.")
-    final.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        handle, temp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent)
+    except OSError as exc:
+        raise AceStepError(f"Cannot write to the folder of '{final}' ({exc}); choose another folder.") from exc
     os.close(handle)
     temp = Path(temp_name)
     try:
@@ -115,12 +117,12 @@ def save_audio(waveform: torch.Tensor, sample_rate: int, path: PathLike, format:
                 for key, value in (metadata or {}).items():
                     setattr(out, key, str(value))
                 out.write(data)
-        except (sf.SoundFileError, RuntimeError, ValueError, TypeError) as exc:
+            _publish(temp, final)
+        except (sf.SoundFileError, RuntimeError, ValueError, TypeError, OSError) as exc:
+            hint = "MP3 needs 32000, 44100 or 48000 Hz" if container == "MP3" else "check the disk and folder"
             raise AceStepError(
-                f"Cannot write '{final}' as {format} at {sample_rate} Hz ({exc}); MP3 needs 32000, 44100 or "
-                "48000 Hz, or choose FLAC/WAV."
+                f"Cannot write '{final}' as {container.lower()} at {sample_rate} Hz ({exc}); {hint}."
             ) from exc
-        _publish(temp, final)
     finally:
         temp.unlink(missing_ok=True)
     return final

@@ -151,6 +151,14 @@ def test_failure_while_writing_leaves_no_file(tmp_path: Path, monkeypatch: pytes
     assert _only(tmp_path) == []
 
 
+def test_unwritable_folder_gives_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_bytes(b"")
+    with pytest.raises(AceStepError, match="Cannot write to the folder"):
+        save_audio(_stereo(), SR, blocker / "song.flac")
+    assert _only(tmp_path) == ["not_a_folder"]
+
+
 @pytest.mark.parametrize("kwargs, match", [
     ({"format": "aac"}, "not supported"),
     ({"format": "wav", "path": "out.flac"}, "make them agree"),
