@@ -217,9 +217,9 @@ def _module_delta(weights_path: Path, written: str, parts: Mapping[str, torch.Te
     if "t1" in factors or "t2" in factors:
         raise fail("uses a Tucker decomposition (lokr_t2/hada_t1/hada_t2), which only convolutions use; ACE-Step "
                    "adapters target linear layers")
-    stored_alpha = float(parts["alpha"].float().item()) if "alpha" in parts else None
     if "alpha" in parts and parts["alpha"].numel() != 1:
         raise fail(f"has an alpha with {parts['alpha'].numel()} values instead of one")
+    stored_alpha = float(parts["alpha"].float().item()) if "alpha" in parts else None
     rank = _check_factors(kind, factors, fail)
     if kind == "lora":
         alpha, scale = scaling(written, rank, stored_alpha)
@@ -233,10 +233,14 @@ def _module_delta(weights_path: Path, written: str, parts: Mapping[str, torch.Te
 
 def _check_factors(kind: str, f: Mapping[str, torch.Tensor], fail: Any) -> Optional[int]:
     """Check that the factors chain together; return the rank that divides alpha (None: full LoKr, scale 1)."""
+    def written(name: str) -> str:
+        return {"down": "lora_A/lora_down", "up": "lora_B/lora_up"}.get(name) or (
+            ("lokr_" if kind == "lokr" else "hada_") + name)
+
     def need(*names: str) -> None:
         missing = [n for n in names if n not in f]
         if missing:
-            raise fail(f"lacks {', '.join(missing)} (has {', '.join(sorted(f))})")
+            raise fail(f"lacks {', '.join(map(written, missing))} (has {', '.join(map(written, sorted(f)))})")
 
     if kind == "lora":
         need("down", "up")

@@ -19,7 +19,6 @@ from safetensors.torch import load_file, save_file
 from acestep_core.checkpoints import load_dit
 
 GOLDEN_DIT = Path(__file__).parents[1] / "fixtures" / "golden" / "tiny_2b"
-GOLDEN_XL = Path(__file__).parents[1] / "fixtures" / "golden" / "tiny_xl"
 ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
 Factors = dict[str, tuple[torch.Tensor, torch.Tensor]]
 Tensors = dict[str, torch.Tensor]
