@@ -85,7 +85,8 @@ class AdapterReport:
             f"{self.name}: {self.format}{' + DoRA' if self.dora else ''}{' (rsLoRA)' if self.rslora else ''}",
             f"file: {self.path}", f"keys: {self.key_style}",
             f"modules: {self.modules} ({', '.join(self.targets)})",
-            f"rank: {listing(self.ranks)}; alpha: {listing(self.alphas)}; scale per module: {listing(self.scales)}",
+            f"rank: {listing(self.ranks) if self.ranks else 'none (full matrices)'}; alpha: {listing(self.alphas)}; "
+            f"scale per module: {listing(self.scales)}",
             f"DiT width: {width}; trained on: {self.trained_on or 'not recorded in the file'}",
         ]
         if self.fits is not None:

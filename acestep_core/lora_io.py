@@ -154,7 +154,7 @@ def _read_single_file(path: Path) -> Adapter:
                 continue
             if isinstance(parsed, dict):
                 config.update(parsed)
-    for key in ("base_model_name_or_path", "base_model", "ss_base_model_version"):
+    for key in ("base_model_name_or_path", "base_model"):
         if metadata.get(key) and "base_model_name_or_path" not in config:
             config["base_model_name_or_path"] = metadata[key]
 
