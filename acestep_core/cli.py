@@ -93,10 +93,12 @@ def _add_sampler_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--method", default="ode", choices=("ode", "sde"))
     g.add_argument("--sampler", default="euler", choices=("euler", "heun"))
     g.add_argument("--no-dcw", action="store_true", help="turn off the wavelet correction (on by default)")
-    g.add_argument("--seed", help="seed, or comma-separated seeds per take (default random)")
+    g.add_argument("--seed", help="seed, or comma-separated seeds per take (default random). As in the official "
+                                  "app, a single seed fixes take 1 only; every take's seed is printed")
     g.add_argument("--batch", type=int, default=1, help="takes per run, 1–8")
     g.add_argument("--retake-seed", help="second seed mixed into the noise (with --retake-variance)")
-    g.add_argument("--retake-variance", type=float, default=0.0, help="0 keeps the seed's noise, 1 uses the retake seed")
+    g.add_argument("--retake-variance", type=float, default=0.0,
+                   help="0 keeps the seed's noise, 1 uses the retake seed")
 
 
 def _add_output_options(p: argparse.ArgumentParser) -> None:

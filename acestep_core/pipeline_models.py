@@ -7,7 +7,7 @@ was loaded, so a result can name the exact models that made it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Union
 
@@ -57,15 +57,15 @@ class Models:
 
     def to(self, device: Union[str, torch.device, None] = None, dtype: Union[str, torch.dtype, None] = None
            ) -> "Models":
-        """The same networks on `device` in `dtype` (None keeps the current one); a no-op when nothing changes."""
+        """Move every network to `device` in `dtype` (None keeps the current one), in place; returns self."""
         device = torch.device(device) if device is not None else self.device
         dtype = resolve_dtype(dtype) if dtype is not None else self.dtype
-        if device == self.device and dtype == self.dtype:
-            return self
-        self.dit.to(device=device, dtype=dtype)
-        self.vae.to(device=device, dtype=dtype)
-        self.text_encoder.model.to(device=device, dtype=dtype)
-        return replace(self, silence_latent=self.silence_latent.to(device=device, dtype=dtype))
+        if device != self.device or dtype != self.dtype:
+            self.dit.to(device=device, dtype=dtype)
+            self.vae.to(device=device, dtype=dtype)
+            self.text_encoder.model.to(device=device, dtype=dtype)
+            self.silence_latent = self.silence_latent.to(device=device, dtype=dtype)
+        return self
 
 
 def from_loaded(dit: LoadedDit, vae: OobleckVAE, text_encoder: TextEncoder, ids: Optional[dict[str, str]] = None

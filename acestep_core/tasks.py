@@ -168,6 +168,10 @@ def _check_text_and_task(r: GenerationRequest) -> None:
 
 
 def _check_audio_inputs(r: GenerationRequest) -> None:
+    codes = r.audio_codes
+    if codes is not None and not (isinstance(codes, str) or (
+            isinstance(codes, (tuple, list)) and all(c is None or isinstance(c, str) for c in codes))):
+        raise AceStepError("audio_codes must be a string of <|audio_code_N|> tokens or one such string per item.")
     has_source = r.src_audio is not None
     if r.has_codes and r.task not in CODE_TASKS:
         raise AceStepError(
@@ -180,8 +184,6 @@ def _check_audio_inputs(r: GenerationRequest) -> None:
     if r.task == "text2music" and has_source:
         raise AceStepError("text2music does not use source audio; choose cover, repaint, lego, extract or "
                            "complete, or drop the source.")
-    if r.audio_codes is not None and not isinstance(r.audio_codes, (str, tuple, list)):
-        raise AceStepError("audio_codes must be a string of <|audio_code_N|> tokens or one such string per item.")
 
 
 def _check_region(r: GenerationRequest) -> None:

@@ -229,7 +229,7 @@ def test_bad_inputs_give_one_clear_error(turbo: Models, tmp_path: Path, case: st
     garbage = tmp_path / "noise.flac"
     garbage.write_bytes(b"not audio at all" * 10)
     requests = {
-        "repaint range": (dict(task="repaint", src_audio=song(), repaint_start=4.0), "at or after the end of the source"),
+        "repaint range": (dict(task="repaint", src_audio=song(), repaint_start=4.0), "at or after the end of the"),
         "duration": (dict(duration=700), "between 10 and 600"),
         "zero-length": (dict(task="cover", src_audio=_file(tmp_path, "empty.wav", np.zeros((0, 2)))), "no samples"),
         "nan": (dict(task="cover", src_audio=AudioData(torch.full((2, SR), float("nan")), SR)), "NaN"),

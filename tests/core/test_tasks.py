@@ -48,6 +48,7 @@ SOURCE = AudioData(torch.zeros(2, 48000), 48000)
     ({"infer_method": "ddim"}, ["Infer method 'ddim'"]),
     ({"encode_mode": "random"}, ["Encode mode 'random'"]),
     ({"bpm": 120.5}, ["bpm"]),
+    ({"audio_codes": 42}, ["audio_codes must be"]),
 ])
 def test_each_bad_input_gives_one_clear_error(changes: dict, words: list[str]) -> None:
     with pytest.raises(AceStepError) as caught:
