@@ -5,7 +5,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -180,6 +179,7 @@ def test_download_fetches_missing_official_models(models_dir: Path, tmp_path: Pa
 
 
 def test_console_script_is_declared_and_module_runs() -> None:
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts["acestep"] == "acestep_core.cli:main"
     done = subprocess.run([sys.executable, "-m", "acestep_core", "generate", "--batch", "12"], cwd=ROOT,
