@@ -106,6 +106,10 @@ def save_audio(waveform: torch.Tensor, sample_rate: int, path: PathLike, format:
         raise AceStepError(f"Cannot write to the folder of '{final}' ({exc}); choose another folder.") from exc
     os.close(handle)
     temp = Path(temp_name)
+    # mkstemp creates the file private (0600); a finished song gets the permissions any new file would.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(temp, 0o666 & ~umask)
     try:
         extra = {}
         if container == "MP3":
