@@ -8,7 +8,7 @@ padding mask to either sequence: padded condition rows are attended to, which th
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Iterable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -61,11 +61,13 @@ class DiTLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, modulation: torch.Tensor, self_mask: Optional[torch.Tensor],
                 rotary: tuple[torch.Tensor, torch.Tensor],
-                condition_kv: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+                condition_kv: tuple[torch.Tensor, torch.Tensor],
+                cross_probabilities: Optional[list[torch.Tensor]] = None) -> torch.Tensor:
         shift, scale, gate, c_shift, c_scale, c_gate = (self.scale_shift_table + modulation).chunk(6, dim=1)
         normed = (self.self_attn_norm(x) * (1 + scale) + shift).type_as(x)
         x = (x + self.self_attn(normed, mask=self_mask, rotary=rotary) * gate).type_as(x)
-        x = x + self.cross_attn(self.cross_attn_norm(x).type_as(x), kv=condition_kv)
+        x = x + self.cross_attn(self.cross_attn_norm(x).type_as(x), kv=condition_kv,
+                                probabilities=cross_probabilities)
         normed = (self.mlp_norm(x) * (1 + c_scale) + c_shift).type_as(x)
         return (x + self.mlp(normed) * c_gate).type_as(x)
 
@@ -79,6 +81,18 @@ class CrossAttentionCache:
 
     def __init__(self) -> None:
         self.layers: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+class AttentionCapture:
+    """Asks `AceStepDiT.forward` for the cross-attention probabilities of some layers (lyric alignment).
+
+    With a capture, every layer's cross-attention runs the eager softmax path, as the official decoder
+    does when it returns attentions; `weights[i]` is layer i's `[B, heads, T_patch, L_condition]`.
+    """
+
+    def __init__(self, layers: Iterable[int]) -> None:
+        self.layers = frozenset(layers)
+        self.weights: dict[int, torch.Tensor] = {}
 
 
 class PatchIn(nn.Module):
@@ -119,7 +133,8 @@ class AceStepDiT(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor, timestep: torch.Tensor, timestep_r: torch.Tensor,
                 encoder_hidden_states: torch.Tensor, context_latents: torch.Tensor,
-                cache: Optional[CrossAttentionCache] = None) -> torch.Tensor:
+                cache: Optional[CrossAttentionCache] = None,
+                capture: Optional[AttentionCapture] = None) -> torch.Tensor:
         """Velocity [B, T, C] for x_t `hidden_states` [B, T, C] at times `timestep`, `timestep_r` [B]."""
         config = self.config
         temb_t, mod_t = self.time_embed(timestep)
@@ -141,7 +156,10 @@ class AceStepDiT(nn.Module):
         }
         rotary = rotary_tables(length, config.head_dim, config.rope_theta, x.dtype, x.device)
         for index, layer in enumerate(self.layers):
-            x = layer(x, modulation, masks[config.layer_types[index]], rotary, condition_kv[index])
+            kept: Optional[list[torch.Tensor]] = [] if capture is not None else None
+            x = layer(x, modulation, masks[config.layer_types[index]], rotary, condition_kv[index], kept)
+            if capture is not None and index in capture.layers:
+                capture.weights[index] = kept[0]
 
         shift, scale = (self.scale_shift_table + temb.unsqueeze(1)).chunk(2, dim=1)
         x = (self.norm_out(x) * (1 + scale) + shift).type_as(x)

@@ -63,6 +63,20 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     return (x * cos) + (_rotate_half(x) * sin)
 
 
+def eager_attention(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: Optional[torch.Tensor],
+                    scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(output, probabilities) the way transformers' eager path computes them: softmax in float32, cast back.
+
+    The official code switches cross-attention to this path when it is asked for attention maps, so the
+    lyric alignment must run it too; SDPA stays the default everywhere else.
+    """
+    scores = torch.matmul(query, keys.transpose(2, 3)) * scale
+    if mask is not None:
+        scores = scores + mask
+    probabilities = F.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    return torch.matmul(probabilities, values), probabilities
+
+
 def bidirectional_mask(length: int, window: Optional[int], dtype: torch.dtype, device: torch.device,
                        key_padding: Optional[torch.Tensor] = None) -> Optional[torch.Tensor]:
     """Additive attention mask (0 keep, dtype-min drop), or None when nothing is masked.
@@ -111,8 +125,12 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None,
                 rotary: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
-                kv: Optional[tuple[torch.Tensor, torch.Tensor]] = None) -> torch.Tensor:
-        """Self-attention when `kv` is None (rotated by `rotary`), else attention over the given keys/values."""
+                kv: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
+                probabilities: Optional[list[torch.Tensor]] = None) -> torch.Tensor:
+        """Self-attention when `kv` is None (rotated by `rotary`), else attention over the given keys/values.
+
+        Given a list as `probabilities`, the eager path runs and appends its weights `[B, heads, Lq, Lk]`.
+        """
         query = self.q_norm(self._heads(self.q_proj(x))).transpose(1, 2)
         if kv is None:
             keys, values = self.project_kv(x)
@@ -125,7 +143,11 @@ class Attention(nn.Module):
         if groups > 1:
             keys = keys.repeat_interleave(groups, dim=1)
             values = values.repeat_interleave(groups, dim=1)
-        out = F.scaled_dot_product_attention(query, keys, values, attn_mask=mask, scale=self.head_dim ** -0.5)
+        if probabilities is None:
+            out = F.scaled_dot_product_attention(query, keys, values, attn_mask=mask, scale=self.head_dim ** -0.5)
+        else:
+            out, weights = eager_attention(query, keys, values, mask, self.head_dim ** -0.5)
+            probabilities.append(weights)
         out = out.transpose(1, 2).reshape(*x.shape[:-1], -1)
         return self.o_proj(out)
 
