@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from comfy_api.latest import ComfyExtension, io
 
+from .audio_io import AceStepLoadAudio, AceStepPreviewAudio, AceStepSaveAudio
 from .latent import AceStepEmptyLatent
 
-NODES: list[type[io.ComfyNode]] = [AceStepEmptyLatent]
+NODES: list[type[io.ComfyNode]] = [AceStepEmptyLatent, AceStepLoadAudio, AceStepSaveAudio, AceStepPreviewAudio]
 
 
 class AceStepExtension(ComfyExtension):
