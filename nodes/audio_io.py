@@ -61,7 +61,7 @@ def _audio_batch(audio: Any) -> tuple[torch.Tensor, int]:
     if not isinstance(waveform, torch.Tensor) or waveform.ndim not in (2, 3):
         shape = tuple(waveform.shape) if isinstance(waveform, torch.Tensor) else type(waveform).__name__
         raise AceStepError(f"input 'audio' has a waveform of shape {shape}; expected [batch, channels, samples].")
-    if int(sample_rate) != sample_rate or sample_rate <= 0:
+    if not isinstance(sample_rate, (int, float)) or int(sample_rate) != sample_rate or sample_rate <= 0:
         raise AceStepError(f"input 'audio' has sample rate {sample_rate}; it must be a positive whole number of Hz.")
     return (waveform.unsqueeze(0) if waveform.ndim == 2 else waveform), int(sample_rate)
 
@@ -182,6 +182,8 @@ def _embed_tags(path: Path, file_format: str, tags: Mapping[str, str]) -> None:
         os.replace(temp_name, path)
     except ValueError as exc:
         logging.warning("ACE-Step: '%s' saved without the workflow metadata: %s", path, exc)
+    except OSError as exc:
+        raise AceStepError(f"Saved '{path}' but could not add the workflow to it ({exc}); check the disk.") from exc
     finally:
         Path(temp_name).unlink(missing_ok=True)
 
@@ -247,10 +249,13 @@ def save_batch(audio: Any, filename_prefix: str, folder_type: io.FolderType, fil
 
 
 def _input_path(name: str) -> Path:
-    """The file a combo value names, inside the input folder (or the `[output]`/`[temp]` folder it is marked with)."""
+    """The file a combo value names, inside the input folder (or the `[output]`/`[temp]` folder it is marked with).
+
+    The check is on the written path, not the resolved one: a link the user placed in the folder is allowed.
+    """
     relative, base = folder_paths.annotated_filepath(name)
-    base = Path(base or folder_paths.get_input_directory()).resolve()
-    path = (base / relative).resolve()
+    base = Path(os.path.abspath(base or folder_paths.get_input_directory()))
+    path = Path(os.path.abspath(base / relative))
     if path != base and base not in path.parents:
         raise AceStepError(f"audio '{name}' points outside ComfyUI's input folder; pick a file from the list.")
     return path
