@@ -9,11 +9,14 @@ Where the official machine trusts the model, this one is strict, so that no seed
 invalid CoT (each point is a documented deviation that changes nothing for a well-behaved model):
 - after the caption, the next field's name is forced in order (official: free text until a `:`, then
   whichever field was named, so fields could be skipped or repeated);
-- captions and genres cannot contain special tokens (no early end of turn) or start with a newline; a
+- captions and genres cannot contain special tokens (no early end of turn), any token with a backtick
+  (official: the lone backtick token only) or start with a newline; a
   caption line after a newline must be indented (a YAML continuation), so it cannot be misread as a
   field, and a caption that hits its 512-token limit ends there; genres (the official vocabulary file
   is not public) are one line of free text, ended when the newline is the model's top choice or after
   64 tokens;
+- free lyrics after the CoT block every audio-code token (official: the valid codes only, so the
+  tokens of codes 64000 … 65534 could slip into the lyrics);
 - each sequence has its own machine (official: one shared by a whole batch).
 """
 

@@ -52,11 +52,8 @@ class LMTokenizer:
         self.pad_id: int = ids[ENDOFTEXT]
         self.eos_id: int = ids[IM_END]
         self.think_end_id: int = ids[THINK_END]
+        self.vocab_size: int = backend.get_vocab_size(with_added_tokens=True)
         self._texts: list[str] | None = None
-
-    @property
-    def vocab_size(self) -> int:
-        return self.backend.get_vocab_size(with_added_tokens=True)
 
     def encode(self, text: str) -> list[int]:
         return self.backend.encode(text, add_special_tokens=False).ids
@@ -146,7 +143,8 @@ class TokenTables:
     """What the constrained decoder needs to know about the vocabulary, built once per tokenizer.
 
     `code_ids` are the ids of the valid audio codes 0 … 63999 (sorted), `code_slice` their range when
-    contiguous (it is for the real vocabulary), so the codes phase can compute logits for those rows only.
+    contiguous (it is for the real vocabulary), so the codes phase can compute logits for those rows only;
+    `audio_token_ids` are all `<|audio_code_N|>` tokens, including the 1535 beyond the codebook.
     """
 
     tokenizer: LMTokenizer
@@ -155,10 +153,11 @@ class TokenTables:
     eos: int = field(init=False)
     pad: int = field(init=False)
     think_end: int = field(init=False)
-    backtick: int = field(init=False)
+    backtick_ids: torch.Tensor = field(init=False)
     code_ids: torch.Tensor = field(init=False)
     code_slice: slice | None = field(init=False)
     code_value_offset: int = field(init=False)
+    audio_token_ids: torch.Tensor = field(init=False)
     special_ids: torch.Tensor = field(init=False)
     newline_ids: torch.Tensor = field(init=False)
     trees: dict[str, PrefixTree] = field(init=False)
@@ -170,14 +169,15 @@ class TokenTables:
         if not DURATION_MIN <= self.max_duration <= DURATION_MAX:
             raise AceStepError(f"max_duration must be within {DURATION_MIN}–{DURATION_MAX} s, got {self.max_duration}.")
         self.newline = tok.encode("\n")[-1]
-        self.backtick = tok.encode("`")[-1]
         self.eos, self.pad, self.think_end = tok.eos_id, tok.pad_id, tok.think_end_id
         texts = tok.texts
-        codes = {}
+        codes, audio_tokens = {}, []
         for token_id in range(len(texts)):
             match = _CODE_TEXT.match(texts[token_id])
-            if match and int(match.group(1)) < NUM_AUDIO_CODES:
-                codes[int(match.group(1))] = token_id
+            if match:
+                audio_tokens.append(token_id)
+                if int(match.group(1)) < NUM_AUDIO_CODES:
+                    codes[int(match.group(1))] = token_id
         if len(codes) != NUM_AUDIO_CODES:
             raise AceStepError(f"The LM tokenizer has {len(codes)} of the {NUM_AUDIO_CODES} audio-code tokens "
                                "<|audio_code_0|> … <|audio_code_63999|>; use the acestep-5Hz-lm tokenizer.")
@@ -186,9 +186,11 @@ class TokenTables:
         contiguous = ids == list(range(ids[0], ids[0] + len(ids)))
         self.code_slice = slice(ids[0], ids[0] + len(ids)) if contiguous else None
         self.code_value_offset = ids[0]
+        self.audio_token_ids = torch.tensor(audio_tokens, dtype=torch.long)
         # Qwen's added tokens (its special tokens and the audio codes) follow the BPE vocabulary.
         self.special_ids = torch.arange(tok.backend.get_vocab_size(with_added_tokens=False), tok.vocab_size)
         self.newline_ids = torch.tensor([i for i, text in enumerate(texts) if "\n" in text], dtype=torch.long)
+        self.backtick_ids = torch.tensor([i for i, text in enumerate(texts) if "`" in text], dtype=torch.long)
         self.trees = {
             "bpm": build_tree(tok, "bpm", map(str, range(BPM_MIN, BPM_MAX + 1))),
             "duration": build_tree(tok, "duration", map(str, range(DURATION_MIN, self.max_duration + 1))),
@@ -228,8 +230,8 @@ class TokenTables:
     def allowed(self, what: str, device: Union[str, torch.device]) -> torch.Tensor:
         """Sorted ids of a fixed token class, cached per device.
 
-        "codes": the valid audio codes; "codes_eos": those and EOS; "not_codes": everything else (free
-        lyrics); "text": a caption's free text: no audio codes, special tokens or backtick; "indent": the
+        "codes": the valid audio codes; "codes_eos": those and EOS; "not_codes": everything but audio-code
+        tokens, valid or not (free lyrics); "text": a caption's free text: no audio codes, special tokens or backticks; "indent": the
         "text" tokens that start with a space, tab or newline (a caption line after a newline); "line":
         "text" without tokens that hold a newline, except the newline itself (a one-line value);
         "line_start": "line" without the newline (a value that has not started).
@@ -243,13 +245,15 @@ class TokenTables:
                 banned[self.eos] = what == "codes"
             elif what in ("text", "indent", "line", "line_start"):
                 banned[self.special_ids] = True
-                banned[self.backtick] = True
+                banned[self.backtick_ids] = True
                 if what == "indent":
                     banned |= ~self._indented()
                 elif what != "text":
                     banned[self.newline_ids] = True
                     banned[self.newline] = what == "line_start"
-            elif what != "not_codes":
+            elif what == "not_codes":
+                banned[self.audio_token_ids] = True
+            else:
                 raise ValueError(f"unknown token class {what!r}")
             self._allowed[key] = (~banned).nonzero().squeeze(1).to(device)
         return self._allowed[key]
