@@ -355,7 +355,7 @@ def dit_conditions(model: AceStepModel, inputs: DitInputs) -> DitConditions:
     return DitConditions(states, context)
 
 
-def _lyric_span(ids: Sequence[int], language: str, tokenizer: TextTokenizer) -> tuple[int, int]:
+def lyric_span(ids: Sequence[int], language: str, tokenizer: TextTokenizer) -> tuple[int, int]:
     """Rows of the lyric tokens in the packed condition: after the language header, before `<|endoftext|>`."""
     start = len(tokenizer.backend.encode(LYRICS_HEADER.format(language=language), add_special_tokens=False).ids)
     end = ids.index(tokenizer.eos_id) if tokenizer.eos_id in ids else len(ids)
@@ -373,7 +373,7 @@ def _sung_tokens(lyric_ids: torch.Tensor, languages: Union[str, Sequence[str]],
         raise AceStepError(f"Give one lyrics language per batch item ({batch}), got {len(languages)}.")
     spans = []
     for row, language in zip(lyric_ids.tolist(), languages):
-        start, end = _lyric_span(row, language, tokenizer)
+        start, end = lyric_span(row, language, tokenizer)
         pure = row[start:end]
         spans.append((start, [] if is_instrumental(tokenizer.decode(pure)) else pure))
     return spans

@@ -87,7 +87,7 @@ class Planted:
 def planted_song(tokenizer: TextTokenizer, token_order: str = "sung") -> Planted:
     """Conditions where lyric token i owns the patches `owner == i`; "reversed" sings the lines backwards."""
     ids = tokenizer.encode(lyrics_prompt(LYRICS, "en"), 2048)
-    start, end = A._lyric_span(ids, "en", tokenizer)
+    start, end = A.lyric_span(ids, "en", tokenizer)
     texts = A.token_texts(ids[start:end], tokenizer)
     line_of = [sum("\n" in text for text in texts[:k]) for k in range(len(texts))]
     lines = [[i for i, line in enumerate(line_of) if line == k] for k in range(line_of[-1] + 1)]
@@ -188,7 +188,7 @@ def test_capture_keeps_the_velocity_and_returns_probabilities(models: Models, so
 def test_lyric_rows_are_the_pure_lyrics(models: Models, song: Song) -> None:
     tokenizer = models.text_encoder.tokenizer
     ids = song.lyric_ids[0].tolist()
-    start, end = A._lyric_span(ids, song.language, tokenizer)
+    start, end = A.lyric_span(ids, song.language, tokenizer)
     assert tokenizer.decode(ids[start:end]) == LYRICS
     assert tokenizer.decode(ids[:start]) == "# Languages\nen\n\n# Lyric\n" and ids[end] == tokenizer.eos_id
 
