@@ -1,0 +1,96 @@
+"""Bad inputs to the core nodes come back as node errors that name the field and the fix, the server keeps
+running, and an interrupt stops a long sampler run within a step."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .client import ComfyClient, execution_error, messages
+from .test_core_nodes import core_models, song_prompt  # noqa: F401  (core_models is a fixture)
+from .tiny_model_folders import WRONG_FILE
+
+ERROR_TYPE = "acestep_core.errors.AceStepError"
+
+
+def _set(prompt: dict[str, Any], node: str, **inputs: Any) -> dict[str, Any]:
+    prompt[node]["inputs"].update(inputs)
+    return prompt
+
+
+CASES = {
+    "wrong file in the DiT menu": (
+        lambda: _set(song_prompt(seed=21), "dit", dit_name=f"diffusion_models/{WRONG_FILE}"), "dit",
+        ["Load ACE-Step DiT: dit_name 'diffusion_models/not_acestep.safetensors'", "not an ACE-Step 1.5 checkpoint"]),
+    "official model missing, downloads off": (
+        lambda: _set(song_prompt(seed=22), "dit", dit_name="acestep/acestep-v15-xl-base"), "dit",
+        ["dit_name 'acestep/acestep-v15-xl-base'", "downloading is off", "turn on 'download'"]),
+    "official model missing, Hugging Face offline": (
+        lambda: _set(song_prompt(seed=23), "dit", dit_name="acestep/acestep-v15-xl-base", download=True), "dit",
+        ["dit_name 'acestep/acestep-v15-xl-base'", "offline mode", "hf download"]),
+    "repaint range after the end of the source": (
+        lambda: song_prompt("repaint", seed=24, source=True, repaint=(20.0, 25.0)), "latent",
+        ["ACE-Step Repaint Mask: Repaint start 20 s", "after the end of the source (6.00 s)"]),
+    "base-only task on a turbo DiT": (
+        lambda: song_prompt("lego", seed=25, source=True, track_name="drums"), "sample",
+        ["ACE-Step DiT Sampler: Task lego needs an ACE-Step 1.5 base model", "Load a base model"]),
+    "source task on an empty latent": (
+        lambda: song_prompt("cover", seed=26), "sample",
+        ["Task cover starts from a recording", "Source Audio Encode"]),
+    "turbo with too many steps": (
+        lambda: song_prompt(seed=27, steps=30), "sample", ["steps is 30", "1–20 steps"]),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_is_a_node_error_and_the_server_keeps_running(comfy: ComfyClient, core_models: Path,
+                                                               case: str) -> None:
+    make_prompt, node, parts = CASES[case]
+    entry = comfy.run(make_prompt(), timeout_s=240)
+    error = execution_error(entry)
+    assert error is not None, f"{case}: the prompt ran"
+    assert error["node_id"] == node, error
+    assert error["exception_type"] == ERROR_TYPE, error
+    for part in parts:
+        assert part in error["exception_message"], error["exception_message"]
+    assert comfy.system_stats()["system"]["comfyui_version"]
+
+
+def test_server_runs_a_good_prompt_after_the_errors(comfy: ComfyClient, core_models: Path) -> None:
+    entry = comfy.run(song_prompt(seed=28, save="latent"), timeout_s=240)
+    assert execution_error(entry) is None, execution_error(entry)
+
+
+def _running(comfy: ComfyClient, prompt_id: str) -> bool:
+    return any(item[1] == prompt_id for item in comfy.get_json("/queue")["queue_running"])
+
+
+def test_interrupt_stops_a_long_sampler_run(comfy: ComfyClient, core_models: Path) -> None:
+    """A base-model song with 200 guided steps would take minutes on the CPU; it stops within a step.
+
+    A first run with one step leaves every node but the sampler cached, so the interrupted run is
+    sampling from the moment it starts."""
+    def prompt(steps: int) -> dict[str, Any]:
+        return song_prompt(seed=31, steps=steps, seconds=10.0, dit="acestep/acestep-v15-base", save="latent")
+
+    warm = comfy.run(prompt(1), timeout_s=300)
+    assert execution_error(warm) is None, execution_error(warm)
+    prompt_id = comfy.queue(prompt(200))
+    deadline = time.monotonic() + 60
+    while not _running(comfy, prompt_id):
+        assert time.monotonic() < deadline, "the prompt never started"
+        assert comfy.history(prompt_id) is None, "the prompt finished before it could be interrupted"
+        time.sleep(0.05)
+    time.sleep(1.0)
+    asked = time.monotonic()
+    comfy.interrupt(prompt_id)
+    entry = comfy.wait(prompt_id, timeout_s=60)
+    stopped_after = time.monotonic() - asked
+    interrupted = messages(entry, "execution_interrupted")
+    assert interrupted and interrupted[0]["node_id"] == "sample", entry["status"]
+    assert stopped_after < 10, f"the sampler took {stopped_after:.1f} s to stop"
+    assert comfy.run(song_prompt(seed=32, save="latent"), timeout_s=240)["status"]["completed"]
+
