@@ -4,6 +4,10 @@ Why: ComfyUI 0.3.75 imports torchvision at start-up and its core audio nodes imp
 top, but no PyPI build of either loads against our CPU torch (shared/spec/comfyui.md §6.1). The
 stand-ins make those imports succeed; anything real fails loudly on use, except
 `torchaudio.functional.resample`, which core audio nodes need and scipy provides.
+
+transformers (≥ 4.5x) imports a few torchvision names at module level as soon as it finds the package
+and Pillow (`transforms.InterpolationMode`, `transforms.functional.pil_to_tensor`, `transforms.v2.functional`,
+`io`), e.g. on the way to `Qwen3Model`; the stand-in provides those names (the function raises on use).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ __version__ = "0.0.0+stub"
 
 
 def __getattr__(name):
-    if name in ("transforms", "models"):
+    if name in ("transforms", "models", "io"):
         return importlib.import_module(f"{__name__}.{name}")
     if name.startswith("__") and name.endswith("__"):
         raise AttributeError(name)
@@ -55,9 +59,36 @@ def resample(waveform, orig_freq, new_freq, **kwargs):
     return torch.from_numpy(numpy.ascontiguousarray(out)).to(device=waveform.device, dtype=waveform.dtype)
 '''
 
+_TRANSFORMS = '''"""Stand-in: InterpolationMode (imported by transformers); everything else raises on use."""
+import enum
+
+from . import functional, v2
+
+
+class InterpolationMode(enum.Enum):
+    NEAREST = "nearest"
+    NEAREST_EXACT = "nearest-exact"
+    BILINEAR = "bilinear"
+    BICUBIC = "bicubic"
+    BOX = "box"
+    HAMMING = "hamming"
+    LANCZOS = "lanczos"
+''' + _RAISE_ON_USE
+
+_TRANSFORMS_FUNCTIONAL = '''"""Stand-in: pil_to_tensor (imported by transformers) raises when called, like everything else."""
+
+
+def pil_to_tensor(picture):
+    raise ImportError("torchvision.transforms.functional.pil_to_tensor is not available in this test environment")
+''' + _RAISE_ON_USE
+
 FILES = {
     "torchvision/__init__.py": _TORCHVISION,
-    "torchvision/transforms/__init__.py": '"""Stand-in: raises on use."""\n' + _RAISE_ON_USE,
+    "torchvision/transforms/__init__.py": _TRANSFORMS,
+    "torchvision/transforms/functional/__init__.py": _TRANSFORMS_FUNCTIONAL,
+    "torchvision/transforms/v2/__init__.py": '"""Stand-in: raises on use."""\nfrom . import functional\n' + _RAISE_ON_USE,
+    "torchvision/transforms/v2/functional/__init__.py": '"""Stand-in: raises on use."""\n' + _RAISE_ON_USE,
+    "torchvision/io/__init__.py": '"""Stand-in: raises on use."""\n' + _RAISE_ON_USE,
     "torchvision/models/__init__.py": '"""Stand-in: raises on use."""\n' + _RAISE_ON_USE,
     "torchaudio/__init__.py": _TORCHAUDIO,
     "torchaudio/functional/__init__.py": _TORCHAUDIO_FUNCTIONAL,
