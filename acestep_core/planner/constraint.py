@@ -28,7 +28,7 @@ from typing import Mapping, Optional, Sequence
 import torch
 
 from acestep_core.planner.tokens import TokenTables
-from acestep_core.planner.values import FIELD_ORDER
+from acestep_core.planner.values import DURATION_MAX, FIELD_ORDER
 
 PHASES = ("cot", "codes", "understand")
 CAPTION_MAX_TOKENS = 512
@@ -44,7 +44,8 @@ class ConstraintSpec:
 
     `fields`: the CoT fields to write, in order (a subset of FIELD_ORDER); `user_values`: field → text
     forced instead of generated; `target_codes`: exact number of codes (EOS blocked before, forced at);
-    `max_codes`: a cap when no target is set; `enabled=False` leaves the logits alone (official option).
+    `max_codes`: a cap when no target is set; `max_duration`: the longest duration the CoT may state;
+    `enabled=False` leaves the logits alone (official option).
     """
 
     phase: str = "cot"
@@ -54,6 +55,7 @@ class ConstraintSpec:
     target_codes: Optional[int] = None
     max_codes: Optional[int] = None
     enabled: bool = True
+    max_duration: int = DURATION_MAX
 
     def __post_init__(self) -> None:
         if self.phase not in PHASES:
@@ -150,7 +152,7 @@ class ConstrainedDecoder:
             return self._caption_ids(scores)
         if name == "genres":
             return self._genres_ids(scores)
-        allowed = self.tables.trees[name].get(tuple(self.tokens), frozenset())
+        allowed = self.tables.tree(name, self.spec.max_duration).get(tuple(self.tokens), frozenset())
         if not allowed or (name in _CLOSED and newline in allowed):
             return self._ids([newline], scores)
         candidates = sorted(allowed)

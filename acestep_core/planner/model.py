@@ -19,7 +19,6 @@ from acestep_core.planner.calls import CancelFn, LMCall, ProgressFn
 from acestep_core.planner.engine import Job, generate
 from acestep_core.planner.sampling import Sampling
 from acestep_core.planner.tokens import LMTokenizer, TokenTables, load_lm_tokenizer
-from acestep_core.planner.values import DURATION_MAX
 
 Device = Union[str, torch.device]
 LM_HEAD = "lm_head.weight"
@@ -100,14 +99,13 @@ class KVDecoder:
 class PlannerLM:
     """The LM, its tokenizer and token tables: runs batches of planner calls (the modes' `Runner`)."""
 
-    def __init__(self, model: Qwen3ForCausalLM, tokenizer: LMTokenizer, max_duration: int = DURATION_MAX,
-                 name: str = "5Hz LM"):
+    def __init__(self, model: Qwen3ForCausalLM, tokenizer: LMTokenizer, name: str = "5Hz LM"):
         self.model, self.tokenizer, self.name = model, tokenizer, name
         rows = model.model.embed_tokens.num_embeddings
         if tokenizer.vocab_size > rows:
             raise AceStepError(f"The LM tokenizer knows {tokenizer.vocab_size} tokens but {name} only {rows}: the "
                                "tokenizer and the weights come from different models.")
-        self.tables = TokenTables(tokenizer, max_duration)
+        self.tables = TokenTables(tokenizer)
 
     @property
     def device(self) -> torch.device:
@@ -131,13 +129,11 @@ class PlannerLM:
 
 
 def load_planner(path: Union[str, Path], dtype: Union[str, torch.dtype, None] = torch.float32,
-                 device: Device = "cpu", *, tokenizer_folder: Optional[Union[str, Path]] = None,
-                 max_duration: int = DURATION_MAX) -> PlannerLM:
+                 device: Device = "cpu", *, tokenizer_folder: Optional[Union[str, Path]] = None) -> PlannerLM:
     """Load `acestep-5Hz-lm-0.6B/1.7B/4B` (folder or its model.safetensors) or a ComfyUI `qwen_*_ace15` file.
 
     The tokenizer comes from the LM folder, or from `tokenizer_folder` (needed for single files; any Qwen3
-    tokenizer folder works, the audio-code tokens being added). `max_duration` bounds the durations the
-    LM may write (the official code lowers it on small GPUs).
+    tokenizer folder works, the audio-code tokens being added).
     """
     from acestep_core.checkpoint_io import resolve_dtype
     from acestep_core.checkpoint_keys import LM
@@ -151,4 +147,4 @@ def load_planner(path: Union[str, Path], dtype: Union[str, torch.dtype, None] = 
                            "tokenizer.json>, e.g. acestep-5Hz-lm-1.7B or Qwen3-Embedding-0.6B of ACE-Step/Ace-Step1.5.")
     tokenizer = load_lm_tokenizer(folder)
     model = build_lm(weights.config, weights.state_dict, dtype, device, source=str(path))
-    return PlannerLM(model, tokenizer, max_duration, name=Path(path).name)
+    return PlannerLM(model, tokenizer, name=Path(path).name)

@@ -26,7 +26,8 @@ from acestep_core.planner.prompts import (
     NO_USER_INPUT, codes_prompt, codes_uncond_prompt, format_prompt, sample_prompt, think_prompt, understand_prompt,
 )
 from acestep_core.planner.sampling import Sampling
-from acestep_core.planner.values import DURATION_MAX, FIELD_ORDER, NOT_AVAILABLE, UNKNOWN_LANGUAGE
+from acestep_core.errors import AceStepError
+from acestep_core.planner.values import DURATION_MAX, DURATION_MIN, FIELD_ORDER, NOT_AVAILABLE, UNKNOWN_LANGUAGE
 
 INSTRUMENTAL = "[Instrumental]"
 ALL_METAS = ("bpm", "keyscale", "timesignature", "duration")
@@ -41,6 +42,7 @@ class PlannerSettings:
     `cfg_scale` only applies to the codes phase (phase 1 and the text modes never use guidance, as in the
     official code). `constrained=False` is the official unconstrained option. `max_duration` bounds the
     durations the LM may write (the official code lowers it on small GPUs). `share_cot` see module doc.
+    `max_text_tokens` caps the CoT and text-mode calls (lyrics can be long); None keeps the official 3500.
     """
 
     temperature: float = 0.85
@@ -54,6 +56,22 @@ class PlannerSettings:
     legacy_cfg_prompt: bool = False
     share_cot: bool = False
     max_duration: int = DURATION_MAX
+    max_text_tokens: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        if not DURATION_MIN <= self.max_duration <= DURATION_MAX:
+            raise AceStepError(f"max_duration {self.max_duration!r} must be within {DURATION_MIN}–{DURATION_MAX} s.")
+        if self.max_text_tokens is not None and self.max_text_tokens < 1:
+            raise AceStepError(f"max_text_tokens must be at least 1 (or None), got {self.max_text_tokens!r}.")
+        try:
+            self.sampling(True)
+        except ValueError as error:
+            raise AceStepError(f"LM sampling settings: {error}.") from None
+
+    def text_budget(self, phase: str) -> int:
+        """Tokens for a CoT or text-mode call: the official budget, or `max_text_tokens` when smaller."""
+        budget = token_budget(phase, None, self.max_duration)
+        return min(budget, self.max_text_tokens) if self.max_text_tokens else budget
 
     def sampling(self, guided: bool) -> Sampling:
         return Sampling(self.temperature, self.cfg_scale if guided else 1.0, self.top_k,
@@ -105,16 +123,17 @@ def phase1_call(caption: str, lyrics: str, settings: PlannerSettings, seed: int,
                 user_metadata: Optional[Mapping[str, Any]] = None, use_cot_caption: bool = True,
                 use_cot_language: bool = True) -> LMCall:
     constraint = ConstraintSpec("cot", True, cot_fields(not use_cot_caption, not use_cot_language, True),
-                                user_values(user_metadata), enabled=settings.constrained)
+                                user_values(user_metadata), enabled=settings.constrained,
+                                max_duration=settings.max_duration)
     return LMCall(think_prompt(caption, lyrics), None, settings.sampling(False), constraint,
-                  token_budget("cot", None, settings.max_duration), seed)
+                  settings.text_budget("cot"), seed)
 
 
 def phase2_call(caption: str, lyrics: str, cot: str, settings: PlannerSettings, seed: int,
                 target_duration: Optional[float]) -> LMCall:
     target = int(target_duration * CODES_PER_SECOND) if target_duration is not None and target_duration > 0 else None
     constraint = ConstraintSpec("codes", False, (), {}, target, settings.max_duration * CODES_PER_SECOND,
-                                settings.constrained)
+                                settings.constrained, settings.max_duration)
     sampling = settings.sampling(True)
     uncond = codes_uncond_prompt(caption, lyrics, settings.negative_prompt, settings.legacy_cfg_prompt) \
         if sampling.uses_cfg else None
@@ -164,9 +183,8 @@ def think(runner: Runner, caption: str, lyrics: str, seeds: Sequence[int], setti
 def _text_call(prompt: str, settings: PlannerSettings, seed: int, values: Mapping[str, str],
                skip_language: bool = False) -> LMCall:
     constraint = ConstraintSpec("understand", False, cot_fields(False, skip_language, False), dict(values),
-                                enabled=settings.constrained)
-    return LMCall(prompt, None, settings.sampling(False), constraint, token_budget("understand", None,
-                                                                                    settings.max_duration), seed)
+                                enabled=settings.constrained, max_duration=settings.max_duration)
+    return LMCall(prompt, None, settings.sampling(False), constraint, settings.text_budget("understand"), seed)
 
 
 def plain_fields(metadata: Mapping[str, Any]) -> dict[str, Any]:

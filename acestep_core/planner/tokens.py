@@ -29,8 +29,6 @@ QWEN_VOCAB = 151669           # ordinary tokens + Qwen3's 26 special tokens
 AUDIO_CODE_TOKENS = 65535     # <|audio_code_0|> … <|audio_code_65534|>
 AUDIO_CODE_FIRST_ID = QWEN_VOCAB
 _CODE_TEXT = re.compile(r"^<\|audio_code_(\d+)\|>$")
-# Fields whose value is looked up in a prefix tree of allowed token sequences.
-TREE_FIELDS = ("bpm", "duration", "timesignature", "keyscale", "language")
 
 PrefixTree = dict[tuple[int, ...], frozenset[int]]
 
@@ -148,7 +146,6 @@ class TokenTables:
     """
 
     tokenizer: LMTokenizer
-    max_duration: int = DURATION_MAX
     newline: int = field(init=False)
     eos: int = field(init=False)
     pad: int = field(init=False)
@@ -166,8 +163,6 @@ class TokenTables:
 
     def __post_init__(self) -> None:
         tok = self.tokenizer
-        if not DURATION_MIN <= self.max_duration <= DURATION_MAX:
-            raise AceStepError(f"max_duration must be within {DURATION_MIN}–{DURATION_MAX} s, got {self.max_duration}.")
         self.newline = tok.encode("\n")[-1]
         self.eos, self.pad, self.think_end = tok.eos_id, tok.pad_id, tok.think_end_id
         texts = tok.texts
@@ -193,7 +188,7 @@ class TokenTables:
         self.backtick_ids = torch.tensor([i for i, text in enumerate(texts) if "`" in text], dtype=torch.long)
         self.trees = {
             "bpm": build_tree(tok, "bpm", map(str, range(BPM_MIN, BPM_MAX + 1))),
-            "duration": build_tree(tok, "duration", map(str, range(DURATION_MIN, self.max_duration + 1))),
+            "duration": build_tree(tok, "duration", map(str, range(DURATION_MIN, DURATION_MAX + 1))),
             "timesignature": build_tree(tok, "timesignature", TIME_SIGNATURES),
             "keyscale": build_tree(tok, "keyscale", KEYSCALES),
             "language": build_tree(tok, "language", LANGUAGES),
@@ -202,6 +197,17 @@ class TokenTables:
     @property
     def vocab_size(self) -> int:
         return self.tokenizer.vocab_size
+
+    def tree(self, name: str, max_duration: int = DURATION_MAX) -> PrefixTree:
+        """The prefix tree of a field; durations stop at `max_duration` (10 … 600 s)."""
+        if name != "duration" or max_duration == DURATION_MAX:
+            return self.trees[name]
+        if not DURATION_MIN <= max_duration <= DURATION_MAX:
+            raise AceStepError(f"max_duration must be within {DURATION_MIN}–{DURATION_MAX} s, got {max_duration}.")
+        key = f"duration<={max_duration}"
+        if key not in self.trees:
+            self.trees[key] = build_tree(self.tokenizer, "duration", map(str, range(DURATION_MIN, max_duration + 1)))
+        return self.trees[key]
 
     def fixed(self, text: str) -> tuple[int, ...]:
         if text not in self._fixed:

@@ -21,14 +21,14 @@ from acestep_core.planner.sampling import Sampling
 from acestep_core.planner.values import (
     BPM_MAX, BPM_MIN, DURATION_MIN, FIELD_ORDER, KEYSCALES, LANGUAGES, TIME_SIGNATURES,
 )
-from tests.core.tiny_lm import shared_tables
+from tests.core.tiny_lm import shared_tables, single_thread  # noqa: F401 (fixture)
 
 MAX_DURATION = 240
 
 
 @pytest.fixture(scope="module")
 def tables():
-    return shared_tables(MAX_DURATION)
+    return shared_tables()
 
 
 class RandomDecoder:
@@ -81,7 +81,7 @@ def random_spec(rng: random.Random, phase: str) -> ConstraintSpec:
             "keyscale": rng.choice(KEYSCALES), "timesignature": rng.choice(TIME_SIGNATURES),
             "language": rng.choice(LANGUAGES)}
     values = {name: value for name, value in pool.items() if rng.random() < 0.35}
-    return ConstraintSpec(phase, phase == "cot", fields, values)
+    return ConstraintSpec(phase, phase == "cot", fields, values, max_duration=MAX_DURATION)
 
 
 def read_cot(text: str, spec: ConstraintSpec) -> str:
@@ -125,10 +125,10 @@ def decode_batch(tables, specs, seed: int, sampling: Sampling, budget: int, prom
     return [tables.tokenizer.decode(ids) for ids in outputs]
 
 
-@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("seed", range(6))
 def test_phase1_cot_is_always_valid(tables, seed: int) -> None:
     rng = random.Random(seed)
-    specs = [random_spec(rng, "cot") for _ in range(12)]
+    specs = [random_spec(rng, "cot") for _ in range(16)]
     for spec, text in zip(specs, decode_batch(tables, specs, seed, Sampling(temperature=1.0), 800)):
         assert read_cot(text, spec) == "<|im_end|>"
         metadata = parse_metadata(text)
@@ -138,10 +138,10 @@ def test_phase1_cot_is_always_valid(tables, seed: int) -> None:
                 assert str(metadata[name]) == value
 
 
-@pytest.mark.parametrize("seed", range(2))
+@pytest.mark.parametrize("seed", range(3))
 def test_understand_cot_then_lyrics_without_codes(tables, seed: int) -> None:
     rng = random.Random(100 + seed)
-    specs = [random_spec(rng, "understand") for _ in range(6)]
+    specs = [random_spec(rng, "understand") for _ in range(8)]
     sampling = Sampling(temperature=0.9, top_k=3000, top_p=0.97, min_p=0.001, repetition_penalty=1.1)
     for spec, text in zip(specs, decode_batch(tables, specs, seed, sampling, 150)):
         rest = read_cot(text, spec)

@@ -20,7 +20,7 @@ from acestep_core.planner.calls import LMCall
 from acestep_core.planner.engine import left_pad
 from acestep_core.planner.modes import PlannerSettings
 from acestep_core.planner.values import FIELD_ORDER
-from tests.core.tiny_lm import shared_tables
+from tests.core.tiny_lm import shared_tables, single_thread  # noqa: F401 (fixture)
 
 GOLDEN = json.loads((Path(__file__).parents[1] / "fixtures" / "golden" / "prompts" / "lm_prompts.json")
                     .read_text(encoding="utf-8"))

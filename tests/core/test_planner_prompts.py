@@ -12,7 +12,7 @@ import torch
 from acestep_core.planner import prompts as P
 from acestep_core.planner.constraint import ConstrainedDecoder, ConstraintSpec
 from acestep_core.planner.cot import code_tokens, extract_lyrics, format_cot, parse_metadata
-from tests.core.tiny_lm import shared_tables
+from tests.core.tiny_lm import shared_tables, single_thread  # noqa: F401 (fixture)
 
 GOLDEN = json.loads((Path(__file__).parents[1] / "fixtures" / "golden" / "prompts" / "lm_prompts.json")
                     .read_text(encoding="utf-8"))

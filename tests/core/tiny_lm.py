@@ -13,6 +13,7 @@ import json
 import os
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import save_file
 from tokenizers import Tokenizer
@@ -22,6 +23,16 @@ from acestep_core.planner.tokens import LMTokenizer, TokenTables, with_audio_cod
 from tests.core import qwen_vocab
 
 LM_VOCAB = 217204
+
+
+@pytest.fixture(scope="module", autouse=True)
+def single_thread():
+    """Toy-sized ops are dominated by thread hand-offs (20× slower with 2 threads on a busy machine):
+    planner test modules import this fixture to run on one thread, restoring the setting afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 TOKENIZER_VERSION = 1
@@ -46,9 +57,9 @@ def lm_tokenizer() -> LMTokenizer:
 
 
 @functools.lru_cache(maxsize=None)
-def shared_tables(max_duration: int = 600) -> TokenTables:
+def shared_tables() -> TokenTables:
     """Token tables built once per test session (they take a second or two)."""
-    return TokenTables(lm_tokenizer(), max_duration)
+    return TokenTables(lm_tokenizer())
 
 
 def tiny_config(hidden: int = 16, layers: int = 2) -> dict:
