@@ -75,7 +75,9 @@ def tiny_weights(seed: int = 0, hidden: int = 16, layers: int = 2) -> tuple[dict
     """Random un-prefixed weights (official key names, no lm_head) and their config.json dict.
 
     Embeddings get a larger spread than transformers' default so the toy model's distributions are not
-    flat, which makes sampling choices depend on the weights.
+    flat. Every embedding also shares a direction that the tokens holding a newline point along more
+    strongly, so (with the tied output layer) the toy model likes to end its lines, as a trained one does:
+    captions and lyrics then end in tens of tokens instead of running to their limits.
     """
     from transformers import Qwen3Config, Qwen3Model
 
@@ -84,6 +86,9 @@ def tiny_weights(seed: int = 0, hidden: int = 16, layers: int = 2) -> tuple[dict
     model = Qwen3Model(Qwen3Config.from_dict(config))
     with torch.no_grad():
         model.embed_tokens.weight.normal_(0.0, 1.0)
+        direction = torch.nn.functional.normalize(torch.randn(hidden), dim=0)
+        model.embed_tokens.weight += 1.5 * direction
+        model.embed_tokens.weight[shared_tables().newline_ids] += 2.5 * direction
         for name, parameter in model.named_parameters():
             if name.endswith("norm.weight"):
                 parameter.uniform_(0.5, 1.5)
