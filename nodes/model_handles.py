@@ -21,18 +21,20 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import comfy.model_management as mm
-from comfy.cli_args import args
 import torch
-from comfy.model_patcher import ModelPatcher
+from comfy.cli_args import args
 from comfy_api.latest import io
 from torch import nn
 
 from acestep_core.checkpoint_identify import ModelInfo
 from acestep_core.checkpoint_io import resolve_dtype
 from acestep_core.pipeline_models import Models
+
+if TYPE_CHECKING:  # imported where used: comfy.model_patcher pulls in all of ComfyUI's model code
+    from comfy.model_patcher import ModelPatcher
 
 DIT_TYPE = io.Custom("ACESTEP_DIT")
 VAE_TYPE = io.Custom("ACESTEP_VAE")
@@ -138,22 +140,27 @@ class TextEncoderHandle(NetworkHandle):
         return self.encoder
 
 
+def _patcher(host: NetworkHost, load_device: torch.device, offload_device: torch.device) -> ModelPatcher:
+    from comfy.model_patcher import ModelPatcher
+
+    return ModelPatcher(host, load_device=load_device, offload_device=offload_device)
+
+
 def make_dit_handle(loaded: Any, name: str, dtype: torch.dtype, variant: Optional[str]) -> DitHandle:
     """Wrap `checkpoints.load_dit`'s result (loaded on the offload device) for ComfyUI."""
-    patcher = ModelPatcher(AceStepDit(loaded.model, "diffusion_model", dtype), load_device=mm.get_torch_device(),
-                           offload_device=mm.unet_offload_device())
+    patcher = _patcher(AceStepDit(loaded.model, "diffusion_model", dtype), mm.get_torch_device(),
+                       mm.unet_offload_device())
     return DitHandle(patcher, loaded.info, name, loaded.silence_latent, variant)
 
 
 def make_vae_handle(loaded: Any, name: str, dtype: torch.dtype) -> VaeHandle:
-    patcher = ModelPatcher(AceStepVae(loaded.model, "first_stage_model", dtype), load_device=mm.vae_device(),
-                           offload_device=mm.vae_offload_device())
+    patcher = _patcher(AceStepVae(loaded.model, "first_stage_model", dtype), mm.vae_device(), mm.vae_offload_device())
     return VaeHandle(patcher, loaded.info, name)
 
 
 def make_text_encoder_handle(loaded: Any, name: str, dtype: torch.dtype) -> TextEncoderHandle:
-    patcher = ModelPatcher(AceStepTextEncoder(loaded.encoder.model, "transformer", dtype),
-                           load_device=mm.text_encoder_device(), offload_device=mm.text_encoder_offload_device())
+    patcher = _patcher(AceStepTextEncoder(loaded.encoder.model, "transformer", dtype), mm.text_encoder_device(),
+                       mm.text_encoder_offload_device())
     return TextEncoderHandle(patcher, loaded.info, name, loaded.encoder)
 
 
