@@ -1,0 +1,106 @@
+"""The pack in the real frontend: extensions load, nodes are searchable, workflows open, other nodes still work."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.comfy.client import ComfyClient
+
+from .comfy_page import OUR_EXTENSIONS, ComfyPage, load_workflow, read_json
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+WORKFLOWS = sorted((REPO_ROOT / "workflows").glob("*.json"))
+FRONTEND_ONLY_TYPES = {"Note", "MarkdownNote", "PrimitiveNode", "Reroute"}
+ENHANCED = {"AceStepRepaintMask": ".acestep-region", "AceStepTextEncode": ".acestep-lyrics",
+            "AceStepLoadAudio": "audio.comfy-audio", "AceStepSaveAudio": "audio.comfy-audio",
+            "AceStepPreviewAudio": "audio.comfy-audio"}
+
+
+def required_frontend_version(comfyui_dir: Path) -> str:
+    text = (comfyui_dir / "requirements.txt").read_text()
+    return re.search(r"^comfyui-frontend-package==(\S+)", text, re.M).group(1)
+
+
+def our_nodes(object_info: dict[str, Any]) -> dict[str, str]:
+    return {name: info["display_name"] for name, info in object_info.items() if name.startswith("AceStep")}
+
+
+def test_frontend_loads_our_extensions(ui: ComfyPage, comfy_env: Any, comfy: ComfyClient) -> None:
+    state = ui.evaluate("""async () => ({
+        version: window.__COMFYUI_FRONTEND_VERSION__,
+        extensions: app.extensions.map((e) => e.name).filter((n) => n.startsWith("acestep")),
+        files: (await (await fetch("/extensions")).json()).filter((f) => f.includes("comfyui-acestep")),
+    })""")
+    assert state["version"] == required_frontend_version(comfy_env.comfyui_dir)
+    assert sorted(state["extensions"]) == sorted(OUR_EXTENSIONS)
+    assert {Path(f).name for f in state["files"]} >= {"audio_player.js", "lyrics_editor.js", "region_picker.js"}
+    ui.shot("01_frontend_loaded")
+
+
+def test_node_search_finds_every_pack_node(ui: ComfyPage, comfy: ComfyClient) -> None:
+    wanted = our_nodes(comfy.object_info())
+    assert len(wanted) >= 13, sorted(wanted)
+    ui.build({})
+    ui.browser.mouse([["dblclick", 800, 650]])
+    ui.wait_for("() => document.querySelector('input[placeholder^=\"Search\"]')")
+    ui.browser.type("ACE-Step")
+    found = ui.wait_for("""(names) => {
+        const items = [...document.querySelectorAll('[role=option]')].map((e) => e.innerText);
+        return names.every((name) => items.some((text) => text.includes(name))) && items;
+    }""", sorted(wanted.values()), timeout_s=15)
+    ui.shot("02_node_search")
+    ui.browser.press("Escape")
+    assert all(any(name in item for item in found) for name in wanted.values())
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])
+def test_shipped_workflow_loads_without_missing_nodes(ui: ComfyPage, path: Path) -> None:
+    workflow = read_json(path)
+    load_workflow(ui, workflow)
+    ui.shot(f"03_workflow_{path.stem}")
+    assert ui.missing_nodes_dialog() == ""
+    state = ui.evaluate("""(selectors) => ({
+        missing: app.graph.nodes.filter((n) => n.has_errors || !LiteGraph.registered_node_types[n.type]).map((n) => n.type),
+        enhanced: app.graph.nodes.filter((n) => selectors[n.type]).map((n) => [n.type,
+            n.widgets.some((w) => w.element?.matches?.(selectors[n.type]) || w.element?.querySelector?.(selectors[n.type]))]),
+    })""", ENHANCED)
+    assert state["missing"] == []
+    assert all(ok for _, ok in state["enhanced"]), state["enhanced"]
+    types = {node["type"] for node in workflow.get("nodes", [])} - FRONTEND_ONLY_TYPES
+    registered = ui.evaluate("(types) => types.filter((t) => LiteGraph.registered_node_types[t])", sorted(types))
+    assert sorted(registered) == sorted(types)
+    again = ui.evaluate("""async () => {
+        const first = app.graph.serialize();
+        await app.loadGraphData(first);
+        const second = app.graph.serialize();
+        const values = (g) => Object.fromEntries(g.nodes.map((n) => [n.id, n.widgets_values ?? null]));
+        return [values(first), values(second)];
+    }""")
+    assert again[0] == again[1], "widget values change when the workflow is saved and loaded again"
+
+
+def test_core_nodes_keep_working(ui: ComfyPage, comfy: ComfyClient) -> None:
+    """Core LoadAudio keeps its player and upload button, a core text box is not dressed as a lyrics editor,
+    and a core LoadAudio → SaveAudio run still shows its result in the player."""
+    ids = ui.build({
+        "load": {"type": "LoadAudio", "pos": [60, 120], "widgets": {"audio": "acestep_web_source.wav"}},
+        "save": {"type": "SaveAudio", "pos": [460, 120], "widgets": {"filename_prefix": "web/core_save"}},
+        "text": {"type": "CLIPTextEncode", "pos": [60, 420]},
+    }, links=[["load", 0, "save", "audio"]])
+    state = ui.evaluate("""([load, text]) => ({
+        load: app.graph.getNodeById(load).widgets.map((w) => w.name),
+        lyricsEditors: document.querySelectorAll('.acestep-lyrics').length,
+        textarea: !!app.graph.getNodeById(text).widgets.find((w) => w.name === 'text')?.element?.matches('textarea'),
+    })""", [ids["load"], ids["text"]])
+    assert state["load"][:3] == ["audio", "audioUI", "upload"]
+    assert state["lyricsEditors"] == 0 and state["textarea"]
+    ui.browser.click('button[aria-label="Run"]')
+    src = ui.wait_for("""(id) => app.graph.getNodeById(id).widgets.find((w) => w.name === 'audioUI')
+        .element.src.includes('/view?') && app.graph.getNodeById(id).widgets.find((w) => w.name === 'audioUI').element.src""",
+                      ids["save"], timeout_s=60)
+    assert "core_save" in src
+    ui.shot("04_core_nodes")
