@@ -11,6 +11,7 @@ import pytest
 from tests.comfy.client import ComfyClient
 
 from .comfy_page import OUR_EXTENSIONS, ComfyPage, load_workflow, read_json
+from .graphs import song_graph
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS = sorted((REPO_ROOT / "workflows").glob("*.json"))
@@ -57,30 +58,51 @@ def test_node_search_finds_every_pack_node(ui: ComfyPage, comfy: ComfyClient) ->
     assert all(any(name in item for item in found) for name in wanted.values())
 
 
-@pytest.mark.parametrize("path", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])
-def test_shipped_workflow_loads_without_missing_nodes(ui: ComfyPage, path: Path) -> None:
-    workflow = read_json(path)
+def check_workflow_loads(ui: ComfyPage, workflow: dict[str, Any], name: str) -> None:
+    """Load a UI workflow: no missing-nodes dialog, every node known, our widgets attached, and saving then
+    loading it again keeps every widget value (our extra widgets must not shift them)."""
     load_workflow(ui, workflow)
-    ui.shot(f"03_workflow_{path.stem}")
+    ui.wait_for("() => app.graph.nodes.every((n) => !n.acestepRegion || (n.acestepRegion.ticked && !n.acestepRegion.loading))")
+    ui.shot(name)
     assert ui.missing_nodes_dialog() == ""
     state = ui.evaluate("""(selectors) => ({
         missing: app.graph.nodes.filter((n) => n.has_errors || !LiteGraph.registered_node_types[n.type]).map((n) => n.type),
         enhanced: app.graph.nodes.filter((n) => selectors[n.type]).map((n) => [n.type,
-            n.widgets.some((w) => w.element?.matches?.(selectors[n.type]) || w.element?.querySelector?.(selectors[n.type]))]),
+            n.widgets.some((w) => w.element?.matches?.(selectors[n.type]))]),
     })""", ENHANCED)
     assert state["missing"] == []
     assert all(ok for _, ok in state["enhanced"]), state["enhanced"]
     types = {node["type"] for node in workflow.get("nodes", [])} - FRONTEND_ONLY_TYPES
     registered = ui.evaluate("(types) => types.filter((t) => LiteGraph.registered_node_types[t])", sorted(types))
     assert sorted(registered) == sorted(types)
-    again = ui.evaluate("""async () => {
+    first, second = ui.evaluate("""async () => {
+        const values = (g) => Object.fromEntries(g.nodes.map((n) => [n.id, n.widgets_values ?? null]));
         const first = app.graph.serialize();
         await app.loadGraphData(first);
-        const second = app.graph.serialize();
-        const values = (g) => Object.fromEntries(g.nodes.map((n) => [n.id, n.widgets_values ?? null]));
-        return [values(first), values(second)];
+        return [values(first), values(app.graph.serialize())];
     }""")
-    assert again[0] == again[1], "widget values change when the workflow is saved and loaded again"
+    assert first == second, "widget values change when the workflow is saved and loaded again"
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])
+def test_shipped_workflow_loads_without_missing_nodes(ui: ComfyPage, path: Path) -> None:
+    check_workflow_loads(ui, read_json(path), f"03_workflow_{path.stem}")
+
+
+def test_saved_graph_of_every_pack_node_loads_back(ui: ComfyPage, comfy: ComfyClient) -> None:
+    """A graph with each of our nodes, saved as a UI workflow the way users share them, opens again intact."""
+    extra = {"preview": {"type": "AceStepPreviewAudio", "pos": [380, 800]},
+             "empty": {"type": "AceStepEmptyLatent", "pos": [1580, 800]},
+             "reference": {"type": "AceStepReferenceAudio", "pos": [0, 800]}}
+    song_graph(ui, extra)
+    ui.evaluate("""() => { const text = app.graph.nodes.find((n) => n.type === 'AceStepTextEncode');
+        text.widgets.find((w) => w.name === 'lyrics').value = '[Verse]\\nla  la\\n[Chorus]'; return true; }""")
+    workflow = ui.evaluate("() => app.graph.serialize()")
+    assert {node["type"] for node in workflow["nodes"]} >= set(our_nodes(comfy.object_info()))
+    ui.build({})
+    check_workflow_loads(ui, workflow, "03_workflow_saved_graph")
+    lint = ui.wait_for("() => document.querySelector('.acestep-lyrics-lint')?.dataset.issues")
+    assert "extra-spaces" in lint and "empty-section" in lint
 
 
 def test_core_nodes_keep_working(ui: ComfyPage, comfy: ComfyClient) -> None:

@@ -114,6 +114,7 @@ class LyricsEditor {
     this.menu.addEventListener("mousedown", (event) => this.onMenuMouse(event));
     this.panel.addEventListener("click", (event) => this.onPanelClick(event));
     new ResizeObserver(() => this.fitBackdrop()).observe(textarea);
+    onWidgetChange(widget, () => this.refresh());
     for (const name of WATCHED_WIDGETS) {
       const watched = node.widgets?.find((w) => w.name === name);
       if (watched) onWidgetChange(watched, () => this.refresh());

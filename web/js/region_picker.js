@@ -114,6 +114,14 @@ class RegionPicker {
     });
     for (const widget of [this.startWidget, this.endWidget]) onWidgetChange(widget, () => this.draw());
     new ResizeObserver(() => this.draw(true)).observe(this.canvas);
+    this.loading = false;
+    this.ticked = false;
+    const connectionsChanged = node.onConnectionsChange;
+    node.onConnectionsChange = (...args) => {
+      const result = connectionsChanged?.apply(node, args);
+      queueMicrotask(() => this.tick());
+      return result;
+    };
     this.timer = setInterval(() => this.tick(), POLL_MS);
     onNodeRemoved(node, () => clearInterval(this.timer));
   }
@@ -132,12 +140,14 @@ class RegionPicker {
       if (source) this.load(source.url, source.label);
       else if (!this.localFile) this.setAudio(null, "Connect Load Audio → Source Audio Encode → this node, or open a file.");
     }
+    this.ticked = true;
     this.draw();
   }
 
   async load(url, label) {
     this.localFile = null;
     this.message = `loading ${label}…`;
+    this.loading = true;
     this.draw(true);
     try {
       const response = await fetch(url);
@@ -146,6 +156,8 @@ class RegionPicker {
       if (this.sourceKey === url) this.setAudio({ ...decoded, label }, "");
     } catch (error) {
       if (this.sourceKey === url) this.setAudio(null, `could not read ${label}: ${error.message ?? error}`);
+    } finally {
+      if (this.sourceKey === url) this.loading = false;
     }
   }
 
