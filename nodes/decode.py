@@ -38,7 +38,8 @@ class AceStepVaeDecode(io.ComfyNode):
                          "finishes the song: anti-clipping, the source kept around a repaint, normalisation, fades."),
             inputs=[
                 VAE_TYPE.Input("vae", tooltip="The ACE-Step VAE (Load ACE-Step VAE)."),
-                io.Latent.Input("latent", tooltip="Song latents from the ACE-Step DiT Sampler (or any ACE-Step LATENT)."),
+                io.Latent.Input("latent",
+                                tooltip="Song latents from the ACE-Step DiT Sampler (or any ACE-Step LATENT)."),
                 io.Boolean.Input("normalize", default=True,
                                  tooltip="Scale each song so its loudest peak sits at peak_db (the official default)."),
                 io.Float.Input("peak_db", default=-1.0, min=-60.0, max=0.0, step=0.1,

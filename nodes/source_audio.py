@@ -133,7 +133,8 @@ def latent_plan(request: GenerationRequest, latent: dict[str, Any]) -> TaskPlan:
 def _check_length(waveform: torch.Tensor, field: str) -> None:
     seconds = waveform.shape[-1] / SAMPLE_RATE
     if waveform.shape[-1] < VAE_HOP:
-        raise AceStepError(f"{field} is {seconds:.3f} s long, shorter than one latent frame (0.04 s); give longer audio.")
+        raise AceStepError(f"{field} is {seconds:.3f} s long, shorter than one latent frame (0.04 s); give longer "
+                           "audio.")
     if seconds > MAX_DURATION:
         raise AceStepError(f"{field} is {seconds:.1f} s long; ACE-Step takes at most {MAX_DURATION:g} s. Trim it "
                            "first (e.g. with Trim Audio Duration).")

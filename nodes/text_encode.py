@@ -95,12 +95,24 @@ def _duration(seconds: float) -> Optional[float]:
     return float(seconds)
 
 
-def _track_classes(text: str) -> tuple[str, ...]:
+def _track_name(track_name: str, task: str) -> Optional[str]:
+    if track_name == NO_TRACK:
+        return None
+    if task not in ("lego", "extract"):
+        raise AceStepError(f"track_name is {track_name}, but only the lego and extract tasks use it (task is {task}); "
+                           "set track_name to none or choose lego or extract.")
+    return track_name
+
+
+def _track_classes(text: str, task: str) -> tuple[str, ...]:
     names = tuple(part.strip().lower() for part in text.replace(";", ",").split(",") if part.strip())
     unknown = [name for name in names if name not in TRACK_NAMES]
     if unknown:
         raise AceStepError(f"track_classes: {', '.join(unknown)} unknown; use names from {', '.join(TRACK_NAMES)}, "
                            "separated by commas.")
+    if names and task != "complete":
+        raise AceStepError(f"track_classes is set, but only the complete task uses it (task is {task}); clear it "
+                           "or choose complete.")
     return names
 
 
@@ -170,7 +182,7 @@ class AceStepTextEncode(io.ComfyNode):
                 caption=caption, lyrics=lyrics, language=_choice(language) or "unknown", bpm=_bpm(bpm),
                 keyscale=_choice(keyscale) or "", timesignature=_choice(timesignature) or "",
                 duration=_duration(duration), task=task,
-                track_name=None if track_name == NO_TRACK else track_name, track_classes=_track_classes(track_classes))
+                track_name=_track_name(track_name, task), track_classes=_track_classes(track_classes, task))
             conditioning = AceStepConditioning(request, text_encoder)
             prompts = expected_prompts(request, latent)
             if prompts is not None:

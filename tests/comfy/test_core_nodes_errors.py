@@ -4,7 +4,6 @@ running, and an interrupt stops a long sampler run within a step."""
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +13,7 @@ from .test_core_nodes import core_models, song_prompt  # noqa: F401  (core_model
 from .tiny_model_folders import WRONG_FILE
 
 ERROR_TYPE = "acestep_core.errors.AceStepError"
+pytestmark = pytest.mark.usefixtures("core_models")
 
 
 def _set(prompt: dict[str, Any], node: str, **inputs: Any) -> dict[str, Any]:
@@ -40,14 +40,16 @@ CASES = {
     "source task on an empty latent": (
         lambda: song_prompt("cover", seed=26), "sample",
         ["Task cover starts from a recording", "Source Audio Encode"]),
+    "track name on a task that has no tracks": (
+        lambda: song_prompt(seed=29, track_name="drums"), "cond",
+        ["ACE-Step Text Encode: track_name is drums", "set track_name to none or choose lego or extract"]),
     "turbo with too many steps": (
         lambda: song_prompt(seed=27, steps=30), "sample", ["steps is 30", "1–20 steps"]),
 }
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_bad_input_is_a_node_error_and_the_server_keeps_running(comfy: ComfyClient, core_models: Path,
-                                                               case: str) -> None:
+def test_bad_input_is_a_node_error_and_the_server_keeps_running(comfy: ComfyClient, case: str) -> None:
     make_prompt, node, parts = CASES[case]
     entry = comfy.run(make_prompt(), timeout_s=240)
     error = execution_error(entry)
@@ -59,7 +61,7 @@ def test_bad_input_is_a_node_error_and_the_server_keeps_running(comfy: ComfyClie
     assert comfy.system_stats()["system"]["comfyui_version"]
 
 
-def test_server_runs_a_good_prompt_after_the_errors(comfy: ComfyClient, core_models: Path) -> None:
+def test_server_runs_a_good_prompt_after_the_errors(comfy: ComfyClient) -> None:
     entry = comfy.run(song_prompt(seed=28, save="latent"), timeout_s=240)
     assert execution_error(entry) is None, execution_error(entry)
 
@@ -68,7 +70,7 @@ def _running(comfy: ComfyClient, prompt_id: str) -> bool:
     return any(item[1] == prompt_id for item in comfy.get_json("/queue")["queue_running"])
 
 
-def test_interrupt_stops_a_long_sampler_run(comfy: ComfyClient, core_models: Path) -> None:
+def test_interrupt_stops_a_long_sampler_run(comfy: ComfyClient) -> None:
     """A base-model song with 200 guided steps would take minutes on the CPU; it stops within a step.
 
     A first run with one step leaves every node but the sampler cached, so the interrupted run is

@@ -15,7 +15,6 @@ import subprocess
 
 import comfyui_test_env
 
-
 SCRIPT = r"""
 import asyncio, importlib.util, json, sys, tempfile
 from pathlib import Path
