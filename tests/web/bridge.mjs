@@ -85,6 +85,9 @@ const OPS = {
   click: async ({ selector, timeout = 10000 }) => {
     await page.click(selector, { timeout });
   },
+  set_files: async ({ selector, files }) => {
+    await page.setInputFiles(selector, files);
+  },
   focus: async ({ selector }) => {
     await page.focus(selector);
   },

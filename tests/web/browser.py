@@ -87,6 +87,10 @@ class Browser:
     def click(self, selector: str) -> None:
         self.call("click", {"selector": selector})
 
+    def set_files(self, selector: str, files: list[Path]) -> None:
+        """Choose files in an <input type=file>, as the file dialog would."""
+        self.call("set_files", {"selector": selector, "files": [str(f) for f in files]})
+
     def focus(self, selector: str) -> None:
         self.call("focus", {"selector": selector})
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
+
+import soundfile
 
 from tests.comfy.client import ComfyClient, execution_error
 
 from .comfy_page import ComfyPage
-from .conftest import SOURCE_FILE, SOURCE_SECONDS
+from .conftest import SOURCE_FILE, SOURCE_RATE, SOURCE_SECONDS, source_waveform
 from .graphs import song_graph
 
 GRID = 0.04
@@ -103,6 +106,24 @@ def test_region_drag_sets_widgets_and_widgets_move_region(ui: ComfyPage) -> None
                          [mask, 6.8])
     assert region["view"][1] >= 6.8, "the view must widen to show an extension past the end"
     ui.shot("08_region_follows_widgets")
+
+
+def test_region_picker_shows_an_opened_file_and_extends_before_it(ui: ComfyPage, tmp_path: Path) -> None:
+    ids = ui.build({"mask": {"type": "AceStepRepaintMask", "pos": [0, 40], "size": [700, 360]}})
+    mask = ids["mask"]
+    take = tmp_path / "local_take.wav"
+    soundfile.write(take, source_waveform()[: 3 * SOURCE_RATE], SOURCE_RATE)
+    ui.wait_for("(id) => app.graph.getNodeById(id).acestepRegion.ticked", mask)
+    ui.browser.set_files(".acestep-region input[type=file]", [take])
+    duration = ui.wait_for("(id) => app.graph.getNodeById(id).acestepRegion.audio?.duration", mask)
+    assert abs(duration - 3.0) < 0.05
+    drag(ui, mask, -0.5, 1.0)
+    start, end = ui.widget(mask, "repaint_start"), ui.widget(mask, "repaint_end")
+    assert start < 0 and abs(start + 0.5) <= GRID and on_grid(start), start
+    assert abs(end - 1.0) <= GRID and on_grid(end), end
+    label = ui.evaluate("(id) => app.graph.getNodeById(id).acestepRegion.label.textContent", mask)
+    assert "local_take.wav (local)" in label
+    ui.shot("08b_region_local_file_extend")
 
 
 def test_run_uses_the_dragged_region(ui: ComfyPage, comfy: ComfyClient) -> None:

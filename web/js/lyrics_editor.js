@@ -1,4 +1,5 @@
-// Lyrics editor on ACE-Step Text Encode: section tags highlighted, tag completion, linter and duration estimate.
+// Lyrics editor on the pack's `lyrics` text boxes (Text Encode, and any later ACE-Step node with one):
+// section tags highlighted, tag completion, linter and duration estimate.
 //
 // The frontend's own multiline widget stays in charge of the value (saving, loading, the prompt); this
 // extension only dresses its <textarea>: a backdrop behind the transparent textarea repeats the text with
@@ -9,7 +10,7 @@ import { app } from "../../../scripts/app.js";
 import { addStyle, el, onNodeRemoved, onWidgetChange } from "./dom.js";
 import { formatSeconds, lintLyrics, parseLines, tagCompletions } from "./lyrics_lint.js";
 
-const NODE_TYPES = ["AceStepTextEncode"];
+const NODE_PREFIX = "AceStep";
 const LYRICS_WIDGET = "lyrics";
 const WATCHED_WIDGETS = ["bpm", "timesignature", "duration"];
 const SOFT_ISSUES = new Set(["long-line", "too-long"]);
@@ -262,6 +263,6 @@ app.registerExtension({
     addStyle("acestep-lyrics-style", CSS);
   },
   nodeCreated(node) {
-    if (NODE_TYPES.includes(node.comfyClass)) attachEditor(node);
+    if (node.comfyClass?.startsWith(NODE_PREFIX)) attachEditor(node);
   },
 });

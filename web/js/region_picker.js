@@ -1,4 +1,4 @@
-// Waveform region picker on ACE-Step Repaint Mask.
+// Waveform region picker on ACE-Step Repaint Mask (and any pack node with repaint_start/repaint_end widgets).
 //
 // Shows the source recording (found upstream: the Load Audio node that feeds Source Audio Encode, or a file
 // the user opens here) and lets the user drag the range to regenerate. The node's repaint_start and
@@ -13,7 +13,7 @@ import {
   GRID_SECONDS, computePeaks, dragRegion, hitTest, resolveEnd, tickStep, viewRange,
 } from "./waveform.js";
 
-const NODE_TYPES = ["AceStepRepaintMask"];
+const NODE_PREFIX = "AceStep";
 const START = "repaint_start";
 const END = "repaint_end";
 const LOADER_TYPES = ["AceStepLoadAudio", "LoadAudio"];
@@ -351,12 +351,12 @@ app.registerExtension({
     addStyle("acestep-region-style", CSS);
   },
   async beforeRegisterNodeDef(nodeType, nodeData) {
-    if (!NODE_TYPES.includes(nodeData?.name)) return;
-    const required = nodeData.input?.required ?? {};
-    gridOptions(required[START]);
-    gridOptions(required[END]);
+    const inputs = { ...nodeData?.input?.required, ...nodeData?.input?.optional };
+    if (!nodeData?.name?.startsWith(NODE_PREFIX) || !inputs[START] || !inputs[END]) return;
+    gridOptions(inputs[START]);
+    gridOptions(inputs[END]);
   },
   nodeCreated(node) {
-    if (NODE_TYPES.includes(node.comfyClass)) attachPicker(node);
+    if (node.comfyClass?.startsWith(NODE_PREFIX)) attachPicker(node);
   },
 });
