@@ -83,11 +83,13 @@ def request_for(seconds: int, steps: int, seed: int, reference: bool):
                              reference_audio=clips)
 
 
-def random_init(module, seed: int) -> None:
-    """Cheap sane random weights in place: matrices N(0, 1/fan_in), norm scales and weight-norm gains 1, biases
-    and Snake log-parameters 0, so activations stay finite and away from denormals through every layer."""
+def materialize(module, dtype, seed: int):
+    """A module built on the meta device, given CPU storage in `dtype` and cheap sane random weights: matrices
+    N(0, 1/fan_in), norm scales and weight-norm gains 1, biases and Snake log-parameters 0, so activations stay
+    finite and away from denormals through every layer."""
     import torch
 
+    module = module.to(dtype).to_empty(device="cpu")
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, param in module.named_parameters():
@@ -98,12 +100,6 @@ def random_init(module, seed: int) -> None:
                 param.fill_(1.0)
             else:
                 param.normal_(0.0, (param[0].numel()) ** -0.5, generator=generator)
-
-
-def _materialize(module, dtype, seed: int):
-    """A module built on the meta device, given storage in `dtype` on the CPU and random weights."""
-    module = module.to(dtype).to_empty(device="cpu")
-    random_init(module, seed)
     return module.eval().requires_grad_(False)
 
 
@@ -142,7 +138,7 @@ def build_models(profile: str, layers: Optional[int], dtype_name: str, tokenizer
     with torch.device("meta"):
         params_full_depth = sum(p.numel() for p in AceStepModel(config).parameters())
         dit, vae = AceStepModel(built), OobleckVAE(vae_config)
-    dit, vae = _materialize(dit, dtype, seed), _materialize(vae, dtype, seed + 1)
+    dit, vae = materialize(dit, dtype, seed), materialize(vae, dtype, seed + 1)
     qwen_config = {"architectures": ["Qwen3Model"], "model_type": "qwen3", "vocab_size": qwen_vocab.VOCAB_SIZE,
                    "hidden_act": "silu", "max_position_embeddings": 32768, "rms_norm_eps": 1e-6,
                    "rope_theta": 1000000.0, "attention_bias": False, "tie_word_embeddings": True, **qwen}
@@ -170,21 +166,16 @@ def _text_encoder(config: dict[str, Any], dtype, seed: int, tokenizer):
 
     with torch.device("meta"):
         model = Qwen3Model(Qwen3Config.from_dict(config))
-    weights = _materialize(model, dtype, seed).state_dict()
+    weights = materialize(model, dtype, seed).state_dict()
     return TextEncoder.from_state_dict(config, weights, tokenizer, dtype=dtype)
-
-
-def _malloc_trim() -> None:
-    """Give freed heap pages back to the kernel, so a stage's peak is not hidden by the previous stage's leftovers."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 @contextlib.contextmanager
 def stage_meter(stages: dict[str, dict[str, Any]], name: str) -> Iterator[dict[str, Any]]:
     """Time the block and measure its peak RSS above the RSS at its start; extras go into the yielded dict."""
     gc.collect()
-    _malloc_trim()
+    with contextlib.suppress(OSError, AttributeError):  # freed heap back to the kernel: no hidden headroom
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
     before_kb = _proc_status_kb("VmRSS")
     reset = _reset_peak_rss()
     record: dict[str, Any] = {}
@@ -220,8 +211,9 @@ class DitProbe:
             return result
 
         model.prepare_condition = timed_condition
-        self._handles = [h for layer in model.decoder.layers for h in (
-            layer.register_forward_pre_hook(self._enter), layer.register_forward_hook(self._leave))]
+        for layer in model.decoder.layers:
+            layer.register_forward_pre_hook(self._enter)
+            layer.register_forward_hook(self._leave)
 
     def _enter(self, *_: Any) -> None:
         self._entered = time.perf_counter()
@@ -270,14 +262,12 @@ def dit_extrapolation(steps_s: list[float], layer_s: float, layers: int, full: i
     """The DiT stage at `full` layers from a run with `layers`: non-layer time kept, layer time scaled."""
     if layers >= full or not steps_s:
         return None
-    sampling_s = sum(steps_s)
-    per_layer = layer_s / layers / len(steps_s)
-    steps_full = sampling_s - layer_s + layer_s / layers * full
+    steps_full = sum(steps_s) - layer_s + layer_s / layers * full
     return {
         "label": f"EXTRAPOLATION, not a measurement: time inside the {layers} decoder layers (hooks) x {full}/"
-                 f"{layers}, plus the measured non-layer time (embeddings, patching, cross-attention key/value "
-                 "projection of the built layers)",
-        "seconds_per_layer_per_step": per_layer,
+                 f"{layers}, plus the measured rest as it is (condition encoder at full depth, embeddings, "
+                 "patching; the first step's key/value projection is not scaled, so it slightly understates)",
+        "seconds_per_layer_per_step": layer_s / layers / len(steps_s),
         "step_seconds_full_depth": steps_full / len(steps_s),
         "sampling_seconds_full_depth": steps_full,
         "stage_seconds_full_depth": condition_s + steps_full,
@@ -352,11 +342,11 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
             decode.start = time.perf_counter()
             with contextlib.suppress(Cancelled):
                 audio = decode_audio(models, latents, decode.on_progress, decode.cancel)
+        shape = (latents.shape[0], 2, latents.shape[1] * models.vae.hop_length)
         record.update(complete=audio is not None, windows_s=decode.windows_s(), window_frames=window_frames,
-                      output_buffer_mb_computed=latents.shape[0] * 2 * latents.shape[1] * models.vae.hop_length
-                      * 4 / 2 ** 20)
+                      output_buffer_mb_computed=shape[0] * shape[1] * shape[2] * 4 / 2 ** 20)
         if audio is None:
-            audio = torch.zeros(latents.shape[0], 2, latents.shape[1] * models.vae.hop_length).uniform_(-1, 1)
+            audio = torch.empty(shape).uniform_(-1, 1)
         with stage_meter(stages, "postprocess") as record:
             audio = postprocess(audio, request, plan, padded, seams)
             record["input"] = "decoded audio" if stages["vae_decode"]["complete"] else (
@@ -377,7 +367,7 @@ def summarize(run: dict[str, Any]) -> dict[str, Any]:
     measured = sum(stages[name]["seconds"] for name in STAGES)
     summary: dict[str, Any] = {"measured_seconds": measured,
                                "peak_rss_mb": max(stage["peak_rss_mb"] or 0 for stage in stages.values()),
-                               "complete": decode["complete"] and dit["layers"] >= full_layers}
+                               "nothing_extrapolated": decode["complete"] and dit["layers"] >= full_layers}
     dit_extra = dit_extrapolation(dit["steps_s"], dit["layer_s"], dit["layers"], full_layers, dit["condition_s"])
     decode_extra = decode_extrapolation(decode["windows_s"], decode["window_frames"])
     if dit_extra:
@@ -426,9 +416,8 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         "schema": 1, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine_info(args.threads),
         "settings": {"profile": profile, "task": "text2music", "variant": "turbo", "steps": args.steps,
-                     "dit_layers": layers or "config depth",
-                     "dtype": args.dtype, "durations_s": list(durations), "seed": args.seed,
-                     "reference_clip": args.reference, "decode_budget_s": args.decode_budget_s,
+                     "dit_layers": layers or "config depth", "dtype": args.dtype, "durations_s": list(durations),
+                     "seed": args.seed, "reference_clip": args.reference, "decode_budget_s": args.decode_budget_s,
                      "warmup": "none: each stage runs once; the first DiT step and the first VAE window include "
                                "one-time costs (see later_steps_median_s)",
                      "memory_method": MEMORY_METHOD},
@@ -450,10 +439,6 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
-def _fmt(value: Optional[float], spec: str) -> str:
-    return "-" if value is None else format(value, spec)
-
-
 def format_table(report: dict[str, Any]) -> str:
     """One block per song length: stage, seconds, peak MB, details; extrapolations on their own lines."""
     text = []
@@ -462,11 +447,11 @@ def format_table(report: dict[str, Any]) -> str:
         if "error" in run:
             text.append(f"  ERROR: {run['error']}")
             continue
-        s = run["stages"]
-        dit, decode = s["dit"], s["vae_decode"]
+        s, summary = run["stages"], run["summary"]
+        dit, decode, words = s["dit"], s["vae_decode"], s["text_encode"]
         details = {
-            "text_encode": f"{s['text_encode']['caption_tokens']} caption + {s['text_encode']['lyric_tokens']} "
-                           "lyric tokens",
+            "setup": "build models (not a stage)",
+            "text_encode": f"{words['caption_tokens']} caption + {words['lyric_tokens']} lyric tokens",
             "audio_encode": f"{s['audio_encode']['reference_clips']} reference clip(s)",
             "dit": f"{dit['layers']} layers, condition {dit['condition_s']:.2f} s, {len(dit['steps_s'])} steps: "
                    f"median {dit['step_median_s']:.2f} s (later steps {dit['later_steps_median_s']:.2f} s), "
@@ -474,12 +459,9 @@ def format_table(report: dict[str, Any]) -> str:
             "vae_decode": f"{len(decode['windows_s'])}/{len(decode['window_frames'])} windows"
                           + ("" if decode["complete"] else " (stopped: budget)"),
         }
-        text.append(f"  {'setup':<12} {run['setup']['seconds']:>9.2f} s {_fmt(run['setup']['peak_mb'], '>8.0f')} MB"
-                    "  build models (not a stage)")
-        for name in STAGES:
-            text.append(f"  {name:<12} {s[name]['seconds']:>9.2f} s {_fmt(s[name]['peak_mb'], '>8.0f')} MB  "
-                        + details.get(name, ""))
-        summary = run["summary"]
+        for name, stage in (("setup", run["setup"]), *((name, s[name]) for name in STAGES)):
+            peak = "-" if stage["peak_mb"] is None else f"{stage['peak_mb']:.0f}"
+            text.append(f"  {name:<12} {stage['seconds']:>9.2f} s {peak:>8} MB  {details.get(name, '')}")
         text.append(f"  {'measured':<12} {summary['measured_seconds']:>9.2f} s   peak RSS "
                     f"{summary['peak_rss_mb']:.0f} MB")
         for name, extra in (("dit", dit.get("extrapolation")), ("vae_decode", decode.get("extrapolation"))):
@@ -512,8 +494,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON file (default {DEFAULT_OUT})")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.layers < 1 or args.steps < 1 or any(d < 10 or d > 600 for d in args.durations or ()):
-        parser.error("--layers and --steps must be at least 1, durations between 10 and 600 s")
+    if args.layers < 1 or not 1 <= args.steps <= 20 or any(not 10 <= d <= 600 for d in args.durations or ()):
+        parser.error("--layers must be at least 1, --steps 1 to 20 (turbo), durations 10 to 600 s")
     return args
 
 

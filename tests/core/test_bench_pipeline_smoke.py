@@ -63,7 +63,7 @@ def test_stopped_decode_and_shallow_dit_are_labelled(quick_report):
     assert run["stages"]["postprocess"]["input"].startswith("stand-in")
     for extra in (decode["extrapolation"], dit["extrapolation"], summary["extrapolation"]):
         assert extra["label"].startswith("EXTRAPOLATION, not a measurement")
-    assert not summary["complete"]
+    assert not summary["nothing_extrapolated"]
     assert summary["measured_seconds"] == pytest.approx(sum(run["stages"][s]["seconds"] for s in bench.STAGES))
     assert summary["extrapolation"]["seconds_full"] > summary["measured_seconds"]
 
