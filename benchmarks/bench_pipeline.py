@@ -37,7 +37,9 @@ from typing import Any, Iterator, Optional
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path[:0] = [str(BENCH_DIR.parent), str(BENCH_DIR)]
 
-from bench_networks import RESULT_PREFIX, _proc_status_kb, _reset_peak_rss, machine_info  # noqa: E402
+from bench_networks import (  # noqa: E402
+    ALLOCATOR_ENV, RESULT_PREFIX, _proc_status_kb, _reset_peak_rss, machine_info,
+)
 
 DEFAULT_OUT = BENCH_DIR / "results" / "bench_pipeline.json"
 DEFAULT_LAYERS = 2
@@ -390,7 +392,7 @@ def summarize(run: dict[str, Any]) -> dict[str, Any]:
 def _spawn(spec: dict[str, Any]) -> dict[str, Any]:
     """Run one worker; its progress and tracebacks go to our stderr, its result line comes on stdout."""
     proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)],
-                          stdout=subprocess.PIPE, text=True)
+                          stdout=subprocess.PIPE, text=True, env={**ALLOCATOR_ENV, **os.environ})
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith(RESULT_PREFIX):
             return json.loads(line[len(RESULT_PREFIX):])
@@ -420,7 +422,8 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
                      "seed": args.seed, "reference_clip": args.reference, "decode_budget_s": args.decode_budget_s,
                      "warmup": "none: each stage runs once; the first DiT step and the first VAE window include "
                                "one-time costs (see later_steps_median_s)",
-                     "memory_method": MEMORY_METHOD},
+                     "memory_method": MEMORY_METHOD,
+                     "allocator_env": {key: os.environ.get(key, value) for key, value in ALLOCATOR_ENV.items()}},
         "runs": [],
     }
     with tempfile.TemporaryDirectory(prefix="bench_pipeline_") as scratch:
