@@ -320,6 +320,8 @@ def _measurement(case: Case, variant: str, run: dict, base: dict, difference: Op
     row["ratio_peak_mb"] = (run["peak_mb"] / base["peak_mb"]
                             if ok and run["peak_mb"] is not None and base["peak_mb"] else None)
     row["max_relative_difference_vs_baseline"] = difference
+    loads = [r["load_average_1min_after"] for r in (run, base) if "load_average_1min_after" in r]
+    row["max_load_average_1min"] = max(loads) if loads else None
     layers, full = run.get("layers"), run.get("layers_full_depth")
     if ok and layers and full and layers < full:
         row["extrapolation"] = {
@@ -338,9 +340,8 @@ def _fmt(value: Optional[float], spec: str) -> str:
 
 
 def format_table(report: dict[str, Any]) -> str:
-    header = ("case", "variant", "layers", "ours s (med/min)", "base s (med/min)", "ratio (med/min)", "ours MB",
-              "base MB",
-              "ratio", "rel diff")
+    header = ("case", "variant", "layers", "ours s (med/min)", "base s (med/min)", "s ratio (med/min)",
+              "ours MB", "base MB", "MB ratio", "rel diff", "load")
     lines = [header]
     for row in report["measurements"]:
         if "error" in row or "error" in row["baseline"]:
@@ -352,7 +353,8 @@ def format_table(report: dict[str, Any]) -> str:
                       f"{row['baseline']['median_s']:.3f}/{row['baseline']['min_s']:.3f}",
                       f"{row['ratio_seconds']:.2f}/{row['ratio_seconds_min']:.2f}", _fmt(row["peak_mb"], ".0f"),
                       _fmt(row["baseline"]["peak_mb"], ".0f"), _fmt(row["ratio_peak_mb"], ".2f"),
-                      _fmt(row["max_relative_difference_vs_baseline"], ".1e")))
+                      _fmt(row["max_relative_difference_vs_baseline"], ".1e"),
+                      _fmt(row["max_load_average_1min"], ".1f")))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     text = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths)) for line in lines]
     text.insert(1, "  ".join("-" * width for width in widths))
@@ -419,7 +421,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     depth.add_argument("--quick", action="store_true", help="tiny dims, a few seconds (smoke test)")
     depth.add_argument("--full", action="store_true", help="the DiT at its real depth (24 layers)")
     depth.add_argument("--layers", type=int, default=DEFAULT_LAYERS,
-                       help=f"DiT layers built at full width (default {DEFAULT_LAYERS}; extrapolated to 24)")
+                       help=f"DiT layers built at full width (default {DEFAULT_LAYERS}; extrapolated to 24); "
+                            "keep it even: the layers alternate sliding-window and full attention")
     parser.add_argument("--cases", help="comma-separated subset of: " + ", ".join(CASES))
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     parser.add_argument("--repeats", type=int, default=3, help="timed calls after the warm-up (median of these)")
@@ -433,8 +436,10 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     unknown = [name for name in (args.cases or "").split(",") if name and name not in CASES]
     if unknown:
         parser.error(f"unknown case(s) {', '.join(unknown)}; choose from {', '.join(CASES)}")
-    if args.layers < 1 or args.repeats < 1:
-        parser.error("--layers and --repeats must be at least 1")
+    from acestep_core.models.config import AceStepConfig
+    depth = AceStepConfig().num_hidden_layers
+    if not 1 <= args.layers <= depth or args.repeats < 1:
+        parser.error(f"--layers must lie in 1..{depth} and --repeats be at least 1")
     return args
 
 
