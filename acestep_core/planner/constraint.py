@@ -62,7 +62,8 @@ class ConstraintSpec:
             raise ValueError(f"phase must be one of {PHASES}, got {self.phase!r}")
         unknown = [f for f in list(self.fields) + list(self.user_values) if f not in FIELD_ORDER]
         if unknown or list(self.fields) != [f for f in FIELD_ORDER if f in self.fields]:
-            raise ValueError(f"fields must follow {FIELD_ORDER} (got {self.fields}, user values {list(self.user_values)})")
+            raise ValueError(f"fields must follow {FIELD_ORDER} (got {self.fields}, "
+                             f"user values {list(self.user_values)})")
 
 
 class ConstrainedDecoder:

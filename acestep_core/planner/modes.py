@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping, Optional, Sequence
 
+from acestep_core.errors import AceStepError
 from acestep_core.planner.calls import CODES_PER_SECOND, CancelFn, LMCall, Runner, token_budget
 from acestep_core.planner.constraint import ConstraintSpec
 from acestep_core.planner.cot import code_tokens, extract_lyrics, format_cot, parse_metadata
@@ -26,7 +27,6 @@ from acestep_core.planner.prompts import (
     NO_USER_INPUT, codes_prompt, codes_uncond_prompt, format_prompt, sample_prompt, think_prompt, understand_prompt,
 )
 from acestep_core.planner.sampling import Sampling
-from acestep_core.errors import AceStepError
 from acestep_core.planner.values import DURATION_MAX, DURATION_MIN, FIELD_ORDER, NOT_AVAILABLE, UNKNOWN_LANGUAGE
 
 INSTRUMENTAL = "[Instrumental]"
@@ -149,8 +149,9 @@ def _cot_duration(metadata: Mapping[str, Any]) -> Optional[float]:
     return seconds if seconds > 0 else None
 
 
-def think(runner: Runner, caption: str, lyrics: str, seeds: Sequence[int], settings: PlannerSettings = PlannerSettings(),
-          *, user_metadata: Optional[Mapping[str, Any]] = None, target_duration: Optional[float] = None,
+def think(runner: Runner, caption: str, lyrics: str, seeds: Sequence[int],
+          settings: PlannerSettings = PlannerSettings(), *, user_metadata: Optional[Mapping[str, Any]] = None,
+          target_duration: Optional[float] = None,
           write_codes: bool = True, use_cot_metas: bool = True, use_cot_caption: bool = True,
           use_cot_language: bool = True, progress: Optional[StageProgress] = None,
           cancel: Optional[CancelFn] = None) -> list[ThinkOutcome]:

@@ -78,7 +78,8 @@ def with_audio_codes(backend: Tokenizer) -> Tokenizer:
     backend.add_special_tokens([AddedToken(f"<|audio_code_{n}|>", normalized=False, special=True)
                                 for n in range(AUDIO_CODE_TOKENS)])
     last = backend.token_to_id(f"<|audio_code_{AUDIO_CODE_TOKENS - 1}|>")
-    if backend.token_to_id("<|audio_code_0|>") != AUDIO_CODE_FIRST_ID or last != AUDIO_CODE_FIRST_ID + AUDIO_CODE_TOKENS - 1:
+    if (backend.token_to_id("<|audio_code_0|>"), last) != (AUDIO_CODE_FIRST_ID,
+                                                            AUDIO_CODE_FIRST_ID + AUDIO_CODE_TOKENS - 1):
         raise AceStepError("The audio-code tokens did not land at ids 151669 … 217203: the tokenizer is not Qwen3's.")
     return backend
 
@@ -113,7 +114,7 @@ def build_tree(tokenizer: LMTokenizer, name: str, values: Iterable[str]) -> Pref
         tokens = _value_tokens(tokenizer, name, value)
         if tokens is None:
             continue
-        if name == "keyscale" and not tokenizer.decode(tokens[:1]).lstrip()[:1].upper() in KEY_NOTES:
+        if name == "keyscale" and tokenizer.decode(tokens[:1]).lstrip()[:1].upper() not in KEY_NOTES:
             continue
         for end in range(len(tokens) + 1):
             tree.setdefault(tuple(tokens[:end]), set()).add(tokens[end] if end < len(tokens) else newline)
@@ -132,7 +133,8 @@ def fixed_tokens(tokenizer: LMTokenizer, text: str) -> tuple[int, ...]:
                 position += max(1, len(tokenizer.decode(ids)))
                 break
         else:
-            raise AceStepError(f"The LM tokenizer cannot write {remaining!r} one token at a time: not a Qwen3 tokenizer.")
+            raise AceStepError(f"The LM tokenizer cannot write {remaining!r} one token at a time: "
+                               "not a Qwen3 tokenizer.")
     return tuple(tokens)
 
 
@@ -153,7 +155,6 @@ class TokenTables:
     backtick_ids: torch.Tensor = field(init=False)
     code_ids: torch.Tensor = field(init=False)
     code_slice: slice | None = field(init=False)
-    code_value_offset: int = field(init=False)
     audio_token_ids: torch.Tensor = field(init=False)
     special_ids: torch.Tensor = field(init=False)
     newline_ids: torch.Tensor = field(init=False)
@@ -180,7 +181,6 @@ class TokenTables:
         self.code_ids = torch.tensor(ids, dtype=torch.long)
         contiguous = ids == list(range(ids[0], ids[0] + len(ids)))
         self.code_slice = slice(ids[0], ids[0] + len(ids)) if contiguous else None
-        self.code_value_offset = ids[0]
         self.audio_token_ids = torch.tensor(audio_tokens, dtype=torch.long)
         # Qwen's added tokens (its special tokens and the audio codes) follow the BPE vocabulary.
         self.special_ids = torch.arange(tok.backend.get_vocab_size(with_added_tokens=False), tok.vocab_size)
@@ -218,12 +218,6 @@ class TokenTables:
         """The tokens injected for a value the user gave: ` {value}\n` tokenized whole."""
         return tuple(self.tokenizer.encode(f" {value}\n"))
 
-    def code_of(self, token_id: int) -> int:
-        """The code value of an audio-code token id (valid ids only)."""
-        if self.code_slice is not None:
-            return token_id - self.code_value_offset
-        return int((self.code_ids == token_id).nonzero()[0, 0])
-
     def is_code(self, token_id: int) -> bool:
         if self.code_slice is not None:
             return self.code_slice.start <= token_id < self.code_slice.stop
@@ -237,8 +231,9 @@ class TokenTables:
         """Sorted ids of a fixed token class, cached per device.
 
         "codes": the valid audio codes; "codes_eos": those and EOS; "not_codes": everything but audio-code
-        tokens, valid or not (free lyrics); "text": a caption's free text: no audio codes, special tokens or backticks; "indent": the
-        "text" tokens that start with a space, tab or newline (a caption line after a newline); "line":
+        tokens, valid or not (free lyrics); "text": a caption's free text: no audio codes, special tokens
+        or backticks; "indent": the "text" tokens that start with a space, tab or newline (a caption line
+        after a newline); "line":
         "text" without tokens that hold a newline, except the newline itself (a one-line value);
         "line_start": "line" without the newline (a value that has not started).
         """
