@@ -130,7 +130,7 @@ def generate(decoder: Decoder, tables: TokenTables, jobs: Sequence[Job], samplin
         still = [r for r, index in enumerate(alive)
                  if tokens[r] not in stops and len(items[index].output) < items[index].job.max_new_tokens]
         if progress is not None and ((step + 1) % PROGRESS_EVERY == 0 or not still):
-            progress(min(step + 1, expected), expected)
+            progress(expected if not still else min(step + 1, expected), expected)
         if not still:
             break
         if cancel is not None and (step + 1) % PROGRESS_EVERY == 0 and cancel():
