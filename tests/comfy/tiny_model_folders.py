@@ -10,7 +10,7 @@
   model at all (`diffusion_models/not_acestep.safetensors`), the "wrong file in a combo" case; the same
   tiny LM as ComfyUI's single file `text_encoders/qwen_0.6b_ace15_lm_tiny.safetensors`.
 - `loras/`: adapters for the tiny 2B DiT: a ComfyUI single file (`diffusion_model.` keys, alpha), a PEFT folder
-  as the official trainer writes it, a LoKr file, and an adapter for the XL width (the "does not fit" case).
+  as the official trainer writes it, a LoKr file, and one made for twice the width (the "does not fit" case).
 
 The folders are written once per machine into a cache and copied into each server's base folder (the
 tiny text encoder's vocabulary makes it the slow part).
@@ -38,12 +38,12 @@ COMFY_LM = "qwen_0.6b_ace15_lm_tiny.safetensors"
 LORA_FILE = "acestep_tiny_lora.safetensors"
 LORA_FOLDER = "acestep_tiny_peft"
 LOKR_FILE = "acestep_tiny_lokr.safetensors"
-XL_LORA_FILE = "acestep_tiny_xl_lora.safetensors"
+WIDE_LORA_FILE = "acestep_tiny_wide_lora.safetensors"
 LAYOUT_VERSION = "2"
 
 
 def write_loras(loras: Path) -> Path:
-    """Adapters for the tiny 2B DiT in three formats, plus one shaped for the tiny XL DiT."""
+    """Adapters for the tiny 2B DiT in three formats, plus one shaped for a DiT twice as wide."""
     shapes = tiny_adapters.golden_shapes()
     modules = tiny_adapters.attention_modules(shapes)
     tiny_adapters.write_lora_file(loras / LORA_FILE, tiny_adapters.random_lora(shapes, modules, rank=4, seed=1),
@@ -52,9 +52,9 @@ def write_loras(loras: Path) -> Path:
                                     r=2, alpha=4.0)
     lokr = tiny_adapters.random_lokr(shapes, modules, rank=2, seed=3)
     tiny_adapters.write_lycoris_file(loras / LOKR_FILE, lokr, alpha=2.0)
-    xl_shapes = tiny_adapters.golden_shapes(tiny_adapters.GOLDEN_DIT.parent / "tiny_xl")
-    xl_modules = tiny_adapters.attention_modules(xl_shapes)
-    tiny_adapters.write_lora_file(loras / XL_LORA_FILE, tiny_adapters.random_lora(xl_shapes, xl_modules, rank=4, seed=4),
+    wide_shapes = {key: tuple(2 * size for size in shape) for key, shape in shapes.items()}
+    tiny_adapters.write_lora_file(loras / WIDE_LORA_FILE,
+                                  tiny_adapters.random_lora(wide_shapes, modules, rank=4, seed=4),
                                   style="diffusion_model", alpha=4.0)
     return loras
 
