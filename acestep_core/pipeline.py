@@ -42,7 +42,7 @@ ProgressFn = Callable[[str, int, int], None]
 CancelFn = Callable[[], bool]
 
 # Salts that turn the first seed into independent streams for the encode, the reference pieces and SDE.
-_ENCODE_SALT, _REFERENCE_SALT, _SDE_SALT = 0x5EED_E0C0, 0x5EED_0EF0, 0x5EED_05DE
+ENCODE_SALT, REFERENCE_SALT, _SDE_SALT = 0x5EED_E0C0, 0x5EED_0EF0, 0x5EED_05DE
 _SEED_MASK = 2**63 - 1
 
 
@@ -92,7 +92,7 @@ def load_audio_inputs(request: GenerationRequest) -> AudioInputs:
     """
     source = _read(request.src_audio, "source audio") if request.src_audio is not None else None
     clips = []
-    rng = random.Random(derived_seed(request.seeds[0], _REFERENCE_SALT))
+    rng = random.Random(derived_seed(request.seeds[0], REFERENCE_SALT))
     for index, reference in enumerate(request.reference_audio):
         waveform = _read(reference, f"reference audio {index + 1}")
         if bool(is_silent_input(waveform)):
@@ -150,7 +150,7 @@ def encode_source(models: Models, request: GenerationRequest, plan: TaskPlan, so
     if padded is not None and not bool(is_silent_input(padded)):
         on_window = (lambda done, total: progress("encode", done, total)) if progress is not None else None
         encoded = encode_latents(models.vae, padded[None], sample=request.encode_mode == "seeded",
-                                 generator=_encode_generator(request, _ENCODE_SALT), progress=on_window,
+                                 generator=_encode_generator(request, ENCODE_SALT), progress=on_window,
                                  cancel=cancel)
         latents = encoded[0].transpose(0, 1).to(device=models.device, dtype=models.dtype)
     target = target_latents(plan, models.silence_latent, latents, hints)
@@ -160,17 +160,28 @@ def encode_source(models: Models, request: GenerationRequest, plan: TaskPlan, so
 def encode_references(models: Models, request: GenerationRequest, clips: Sequence[torch.Tensor],
                       cancel: Optional[CancelFn] = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Packed timbre latents `[N, 750, C]` and the item index of each clip (all items share the clips)."""
-    generator = _encode_generator(request, _REFERENCE_SALT)
+    encoded = encode_clips(models.vae, clips, sample=request.encode_mode == "seeded",
+                           generator=_encode_generator(request, REFERENCE_SALT), cancel=cancel)
+    latents = [latent.to(device=models.device, dtype=models.dtype) for latent in encoded]
+    return pack_references(latents, request.batch_size, models.silence_latent)
+
+
+def encode_clips(vae: torch.nn.Module, clips: Sequence[torch.Tensor], *, sample: bool,
+                 generator: Optional[torch.Generator], cancel: Optional[CancelFn] = None,
+                 on_clip: Optional[Callable[[int, int], None]] = None) -> list[torch.Tensor]:
+    """VAE latents `[T, C]` of reference clips `[2, N]`, in order; an identical clip is encoded once, as the
+    official handler does, so the seeded posterior draws line up with the official ones."""
     encoded: list[torch.Tensor] = []
     for index, clip in enumerate(clips):
         same = next((j for j in range(index) if torch.equal(clips[j], clip)), None)
-        if same is not None:  # an identical clip is encoded once, as the official handler does
+        if same is not None:
             encoded.append(encoded[same])
-            continue
-        latent = encode_latents(models.vae, clip[None], sample=request.encode_mode == "seeded",
-                                generator=generator, cancel=cancel)
-        encoded.append(latent[0].transpose(0, 1).to(device=models.device, dtype=models.dtype))
-    return pack_references(encoded, request.batch_size, models.silence_latent)
+        else:
+            latent = encode_latents(vae, clip[None], sample=sample, generator=generator, cancel=cancel)
+            encoded.append(latent[0].transpose(0, 1))
+        if on_clip is not None:
+            on_clip(index + 1, len(clips))
+    return encoded
 
 
 def prepare_inputs(models: Models, request: GenerationRequest, plan: TaskPlan, audio: AudioInputs,

@@ -25,7 +25,7 @@ from comfy_api.latest import io
 from acestep_core.audio import encode_latents, is_silent_input, reference_clips, to_model_audio
 from acestep_core.constants import SAMPLE_RATE, VAE_HOP
 from acestep_core.errors import AceStepError
-from acestep_core.pipeline import _ENCODE_SALT, _REFERENCE_SALT, derived_seed
+from acestep_core.pipeline import ENCODE_SALT, REFERENCE_SALT, derived_seed, encode_clips
 from acestep_core.task_inputs import MIN_FRAMES, TaskPlan, pad_source, plan_task
 from acestep_core.tasks import ENCODE_MODES, MAX_DURATION, REPAINT_MODES, AudioData, GenerationRequest, check_request
 
@@ -79,7 +79,7 @@ class ReferenceAudio:
 
 def encode_source_waveform(vae: VaeHandle, waveform: torch.Tensor, encode_mode: str, seed: int) -> torch.Tensor:
     """`[2, N]` 48 kHz → float32 CPU latents `[C, N // 1920]`, tiled, as the pipeline's source encode does."""
-    generator = torch.Generator().manual_seed(derived_seed(seed, _ENCODE_SALT))
+    generator = torch.Generator().manual_seed(derived_seed(seed, ENCODE_SALT))
     latents = encode_latents(vae.load(), waveform[None], sample=encode_mode == "seeded", generator=generator,
                              progress=progress_bar(), cancel=interrupted)
     return latents[0].float().cpu()
@@ -267,26 +267,17 @@ class AceStepReferenceAudio(io.ComfyNode):
     @classmethod
     def execute(cls, vae: VaeHandle, audio: dict[str, Any], encode_mode: str, seed: int) -> io.NodeOutput:
         with user_errors(cls.DISPLAY_NAME):
-            rng = random.Random(derived_seed(seed, _REFERENCE_SALT))
+            rng = random.Random(derived_seed(seed, REFERENCE_SALT))
             clips = []
             for index, waveform in enumerate(model_audio(audio, "audio")):
                 if bool(is_silent_input(waveform)):
                     raise AceStepError(f"audio item {index + 1} is silent; give a reference with sound in it.")
                 clips.append(reference_clips(waveform, rng))
             network = vae.load()
-            generator = torch.Generator().manual_seed(derived_seed(seed, _REFERENCE_SALT))
-            bar = progress_bar()
-            encoded: list[torch.Tensor] = []
-            for index, clip in enumerate(clips):
-                same = next((j for j in range(index) if torch.equal(clips[j], clip)), None)
-                if same is not None:  # an identical clip is encoded once, as the official handler does
-                    encoded.append(encoded[same])
-                    continue
-                latent = encode_latents(network, clip[None], sample=encode_mode == "seeded", generator=generator,
-                                        cancel=interrupted)
-                encoded.append(latent[0].transpose(0, 1).float().cpu())
-                bar(index + 1, len(clips))
-        return io.NodeOutput(ReferenceAudio(tuple(encoded)))
+            generator = torch.Generator().manual_seed(derived_seed(seed, REFERENCE_SALT))
+            encoded = encode_clips(network, clips, sample=encode_mode == "seeded", generator=generator,
+                                   cancel=interrupted, on_clip=progress_bar())
+        return io.NodeOutput(ReferenceAudio(tuple(latent.float().cpu() for latent in encoded)))
 
 
 SOURCE_NODES: list[type[io.ComfyNode]] = [AceStepSourceAudioEncode, AceStepRepaintMask, AceStepReferenceAudio]
