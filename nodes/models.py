@@ -1,10 +1,11 @@
-"""Load ACE-Step DiT / VAE / Text Encoder: the three model loaders, with menus over ComfyUI's model folders.
+"""Load ACE-Step DiT / VAE / Text Encoder / LM: the model loaders, with menus over ComfyUI's model folders.
 
 Each menu lists, in this order: the official models of that kind as `acestep/<name>` (present or not,
 so a shared workflow names the same entry everywhere; a missing one is downloaded only when the node's
 `download` switch is on), other official-layout folders found under `models/acestep/`, then the
 `.safetensors` files of ComfyUI's own folders (`diffusion_models`, `vae`, `text_encoders`, plus
-`checkpoints` for all-in-one files, from which each loader takes its own network). Files are listed
+`checkpoints` for all-in-one files, from which each loader takes its own network; the LM menu lists only
+the `text_encoders` files named like ComfyUI's `qwen_*_ace15` LMs). Files are listed
 without reading them, as ComfyUI's own loaders do; a file of the wrong kind is refused at load time
 with a message that says what it holds.
 
@@ -24,10 +25,12 @@ from comfy_api.latest import io, ui
 from acestep_core.checkpoint_discovery import discover_models
 from acestep_core.checkpoint_download import OFFICIAL_MODELS, download_silence_latent, ensure_model, missing_files
 from acestep_core.checkpoint_identify import VARIANTS
-from acestep_core.checkpoints import SILENCE_LATENT_FILES, load_dit, load_text_encoder, load_vae
+from acestep_core.checkpoints import SILENCE_LATENT_FILES, identify, load_dit, load_text_encoder, load_vae
 from acestep_core.errors import AceStepError
+from acestep_core.planner import load_planner
 
 from .common import CATEGORY, user_errors
+from .lm_handle import LM_KIND, LM_TYPE, lm_offload_device, make_lm_handle
 from .model_handles import (
     DIT_TYPE, DTYPE_CHOICES, TEXT_ENCODER_TYPE, VAE_TYPE, choose_dtype, describe_dtype, make_dit_handle,
     make_text_encoder_handle, make_vae_handle, offload_device,
@@ -38,7 +41,10 @@ FILE_FOLDERS = {
     "dit": ("diffusion_models", "checkpoints"),
     "vae": ("vae", "checkpoints"),
     "text_encoder": ("text_encoders", "checkpoints"),
+    "lm": ("text_encoders",),
 }
+# Name parts that mark a text_encoders file as an ACE-Step LM (ComfyUI ships `qwen_1.7b_ace15.safetensors`).
+LM_FILE_MARKS = ("ace15", "acestep", "5hz")
 TOKENIZER_MODEL = "Qwen3-Embedding-0.6B"
 DOWNLOAD_TOOLTIP = (
     "Download a missing official model (acestep/... entries) from Hugging Face into models/acestep/ "
@@ -79,7 +85,8 @@ def model_choices(kind: str) -> list[str]:
                     choices.append(choice)
     for folder in FILE_FOLDERS[kind]:
         choices += [f"{folder}/{name}" for name in folder_paths.get_filename_list(folder)
-                    if name.lower().endswith(".safetensors") and Path(name).stem != "silence_latent"]
+                    if name.lower().endswith(".safetensors") and Path(name).stem != "silence_latent"
+                    and (kind != "lm" or any(mark in name.lower() for mark in LM_FILE_MARKS))]
     return choices
 
 
@@ -259,4 +266,53 @@ class AceStepLoadTextEncoder(io.ComfyNode):
         return io.NodeOutput(handle, text, ui=ui.PreviewText(text))
 
 
-LOADER_NODES: list[type[io.ComfyNode]] = [AceStepLoadDit, AceStepLoadVae, AceStepLoadTextEncoder]
+def lm_tokenizer_folder(download: bool) -> Optional[Path]:
+    """A tokenizer for a single-file LM (which carries none): an official LM folder's, else the text
+    encoder's Qwen3 tokenizer (the planner adds the audio-code tokens to a plain Qwen3 tokenizer)."""
+    for root in acestep_roots():
+        for folder in sorted(root.glob("acestep-5Hz-lm-*")):
+            if (folder / "tokenizer.json").is_file():
+                return folder
+    return tokenizer_folder(download)
+
+
+class AceStepLoadLM(io.ComfyNode):
+    """Load the 5 Hz LM (the planner: metadata, caption, lyrics and audio codes) with its tokenizer."""
+
+    DISPLAY_NAME = "Load ACE-Step LM"
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="AceStepLoadLM", display_name=cls.DISPLAY_NAME, category=CATEGORY,
+            description=("Loads the ACE-Step 1.5 5 Hz language model (0.6B, 1.7B or 4B) for the LM Planner. A "
+                         "single file (ComfyUI's qwen_*_ace15) takes its tokenizer from an acestep-5Hz-lm folder or "
+                         "models/acestep/Qwen3-Embedding-0.6B/."),
+            inputs=[_model_input("lm_name", "lm", "5 Hz LM"), _dtype_input(), _download_input()],
+            outputs=[LM_TYPE.Output(display_name="lm", tooltip="The 5 Hz LM, for the ACE-Step LM Planner."),
+                     _described("What was loaded: size and dtype.")],
+        )
+
+    @classmethod
+    def execute(cls, lm_name: str, dtype: str, download: bool) -> io.NodeOutput:
+        field = "lm_name"
+        with user_errors(cls.DISPLAY_NAME):
+            path = resolve_choice(field, lm_name, "lm", download)
+            tokenizer = None
+            if path.is_file() and not (path.parent / "tokenizer.json").is_file():
+                tokenizer = _load(field, lm_name, lambda: lm_tokenizer_folder(download))
+                if tokenizer is None:
+                    raise AceStepError(
+                        f"{field} '{lm_name}': a single-file LM carries no tokenizer. Put an official "
+                        f"acestep-5Hz-lm folder or the {TOKENIZER_MODEL} folder (its tokenizer files are enough) "
+                        f"into {acestep_roots()[0]}, or turn on 'download' to fetch it.")
+            torch_dtype = choose_dtype(dtype, LM_KIND)
+            planner = _load(field, lm_name, lambda: load_planner(path, torch_dtype, lm_offload_device(),
+                                                                 tokenizer_folder=tokenizer))
+            info = _load(field, lm_name, lambda: identify(path)[0])
+        handle = make_lm_handle(planner, info, lm_name, torch_dtype)
+        text = f"ACE-Step 1.5 5 Hz LM {handle.size_name} ({info.layout} layout), {describe_dtype(torch_dtype)}"
+        return io.NodeOutput(handle, text, ui=ui.PreviewText(text))
+
+
+LOADER_NODES: list[type[io.ComfyNode]] = [AceStepLoadDit, AceStepLoadVae, AceStepLoadTextEncoder, AceStepLoadLM]
