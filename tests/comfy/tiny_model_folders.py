@@ -39,7 +39,7 @@ LORA_FILE = "acestep_tiny_lora.safetensors"
 LORA_FOLDER = "acestep_tiny_peft"
 LOKR_FILE = "acestep_tiny_lokr.safetensors"
 WIDE_LORA_FILE = "acestep_tiny_wide_lora.safetensors"
-LAYOUT_VERSION = "2"
+LAYOUT_VERSION = "3"
 
 
 def write_loras(loras: Path) -> Path:

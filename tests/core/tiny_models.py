@@ -4,7 +4,9 @@
 variant set in config.json), `acestep-v15-xl-turbo/` (the golden tiny XL DiT), `vae/` (the golden tiny
 VAE) and `Qwen3-Embedding-0.6B/` (a random tiny Qwen3 whose width matches the DiT's text input, with
 the real Qwen tokenizer from `qwen_vocab`). The folder names are the official ones, so
-`load_models(root, dit=<name>)` finds them exactly as it finds downloaded models.
+`load_models(root, dit=<name>)` finds them exactly as it finds downloaded models. Their config.json
+names lyric-alignment heads the tiny DiTs have (`ALIGNMENT_HEADS`; the 2B default heads do not exist in
+them), as the XL configs carry their own, so LRC and scores work on them with the default settings.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ DITS = {
 }
 TEXT_ENCODER = "Qwen3-Embedding-0.6B"
 VAE = "vae"
+ALIGNMENT_HEADS = {"0": [3], "1": [0, 2]}
 
 
 def tiny_text_encoder_config(hidden_size: int) -> dict:
@@ -63,6 +66,7 @@ def write_tiny_models(root: Path) -> Path:
         folder = write_official_dit(root / name, family, is_turbo=turbo)
         config = json.loads((folder / "config.json").read_text())
         config["model_version"] = name.removeprefix("acestep-v15-")
+        config["lyric_alignment_layers_config"] = ALIGNMENT_HEADS
         (folder / "config.json").write_text(json.dumps(config, indent=2))
     write_official_vae(root / VAE)
     text_width = golden_dit("2b")[1]["text_hidden_dim"]
