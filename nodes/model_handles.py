@@ -100,10 +100,13 @@ class DitHandle(NetworkHandle):
     """ACESTEP_DIT: the DiT, its silence latent `[1, T, C]` (offload device, model dtype) and its variant.
 
     `variant` is "turbo", "sft", "base" or None (unknown); it picks the sampler family and the defaults.
+    `adapters` is the LoRA stack patched onto this handle's patcher, `(adapter, strength)` in the order the
+    LoRA nodes added them (`acestep_core.lora.Adapter`s; empty for a DiT straight from its loader).
     """
 
     silence_latent: torch.Tensor
     variant: Optional[str]
+    adapters: tuple[tuple[Any, float], ...] = ()
 
     def loaded_models(self) -> Models:
         """The engine's `Models` around the loaded DiT, for the stage functions that only need the DiT.
