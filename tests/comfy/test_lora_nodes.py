@@ -233,15 +233,22 @@ def _with_loras(prompt: dict[str, Any], *loras: tuple[str, float]) -> dict[str, 
 
 
 @pytest.mark.usefixtures("core_models")
-def test_nodes_and_menu_in_object_info(comfy: ComfyClient) -> None:
+def test_nodes_menu_and_help_pages(comfy: ComfyClient) -> None:
     info = comfy.object_info()
     for node, inputs in LORA_NODES.items():
-        schema = info[node]["input"]
-        assert list(schema["required"]) + list(schema.get("optional", {})) == inputs, node
-    menu = info["AceStepLoraLoader"]["input"]["required"]["lora_name"][0]
+        definition = info[node]
+        assert definition["category"] == "audio/ACE-Step/LoRA" and definition["description"], node
+        declared = {**definition["input"]["required"], **definition["input"].get("optional", {})}
+        assert list(declared) == inputs, node
+        assert all(options.get("tooltip") for _, options in declared.values()), node
+        assert all(definition["output_tooltips"]), node
+        page = comfy.get(f"/extensions/{comfyui_test_env.PACK_FOLDER_NAME}/docs/{node}.md").decode()
+        assert page.startswith(f"# {definition['display_name']}"), node
+        assert all(f"`{name}`" in page for name in inputs), node
+    menu = info["AceStepLoraLoader"]["input"]["required"]["lora_name"][1]["options"]
     assert {LORA_FILE, LORA_FOLDER, LOKR_FILE, WIDE_LORA_FILE} <= set(menu), menu
     assert not any(name.startswith(f"{LORA_FOLDER}/") for name in menu), menu
-    assert info["AceStepLoraStack"]["input"]["required"]["lora_1"][0][0] == "none"
+    assert info["AceStepLoraStack"]["input"]["required"]["lora_1"][1]["options"][0] == "none"
 
 
 @pytest.mark.usefixtures("core_models")
