@@ -76,15 +76,13 @@ def _top_p(ids: torch.Tensor, logits: torch.Tensor, top_p: float) -> tuple[torch
     return ids[keep], logits[keep]
 
 
-def choose(ids: torch.Tensor, logits: torch.Tensor, sampling: Sampling, generator: torch.Generator,
-           seen: torch.Tensor | None = None) -> int:
-    """One token among the candidates `ids` (long `[n]`) with scores `logits` `[n]`.
+def candidates(ids: torch.Tensor, logits: torch.Tensor, sampling: Sampling,
+               seen: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The candidates `ids` (long `[n]`) that survive the filters, with their scores (before the temperature).
 
-    A single candidate is taken without a draw. Otherwise: repetition penalty over `seen` ids, top-k,
-    top-p, min-p, then the draw at the temperature (argmax at 0) from the item's generator.
+    In order: the repetition penalty over the `seen` ids, top-k, top-p, min-p. Separate from the draw so the
+    filters can be checked on their own.
     """
-    if ids.numel() == 1:
-        return int(ids[0])
     logits = logits.float()
     if sampling.repetition_penalty != 1.0 and seen is not None and seen.numel():
         logits = _penalize(ids, logits, seen, sampling.repetition_penalty)
@@ -98,6 +96,19 @@ def choose(ids: torch.Tensor, logits: torch.Tensor, sampling: Sampling, generato
         probs = torch.softmax(logits, dim=-1)
         keep = probs >= sampling.min_p * probs.max()
         ids, logits = ids[keep], logits[keep]
+    return ids, logits
+
+
+def choose(ids: torch.Tensor, logits: torch.Tensor, sampling: Sampling, generator: torch.Generator,
+           seen: torch.Tensor | None = None) -> int:
+    """One token among the candidates `ids` (long `[n]`) with scores `logits` `[n]`.
+
+    A single candidate is taken without a draw. Otherwise the `candidates` filters, then the draw at the
+    temperature (argmax at 0) from the item's generator.
+    """
+    if ids.numel() == 1:
+        return int(ids[0])
+    ids, logits = candidates(ids, logits, sampling, seen)
     if ids.numel() == 1 or sampling.temperature <= 0:
         return int(ids[torch.argmax(logits)])
     return int(ids[draw(torch.softmax(logits / sampling.temperature, dim=-1), generator)])
