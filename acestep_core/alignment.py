@@ -411,6 +411,9 @@ def _lyric_maps(model: AceStepModel, latents: torch.Tensor, times: Sequence[floa
 
 
 def _item_maps(maps: dict[int, torch.Tensor], item: int, start: int, count: int) -> dict[int, torch.Tensor]:
+    """One item's lyric rows; no maps (no chosen layer exists) stay none, for `select_heads` to report."""
+    if not maps:
+        return {}
     rows = next(iter(maps.values())).shape[-2]
     if start + count > rows:
         raise AceStepError(f"The lyric tokens (rows {start}…{start + count}) do not fit the condition's {rows} rows: "

@@ -36,6 +36,7 @@ from acestep_core.audio_io import MP3_BITRATES
 from acestep_core.errors import AceStepError
 
 from .common import CATEGORY, user_errors
+from .lrc import split_takes
 
 READABLE_EXTENSIONS = frozenset(
     {"wav", "wave", "flac", "ogg", "oga", "opus", "mp3", "aif", "aiff", "aifc", "au", "snd", "w64", "caf", "rf64"}
@@ -216,8 +217,9 @@ def save_batch(audio: Any, filename_prefix: str, folder_type: io.FolderType, fil
                lrc: str | None = None) -> list[ui.SavedResult]:
     """Write every batch item of `audio` to a new file in the output or temp folder; return the UI entries.
 
-    `%batch_num%` in the prefix becomes the item's index. With `lrc` text, a `.lrc` file of the same name
-    sits beside each audio file.
+    `%batch_num%` in the prefix becomes the item's index. With `lrc` text (even empty: a song without
+    lyrics), a `.lrc` file of the same name sits beside each audio file: the item's own `[take:N]` block
+    of a batch's LRC, or the whole text when it has no such blocks.
     """
     if file_format not in FORMATS:
         raise AceStepError(f"format '{file_format}' is not supported; choose one of {list(FORMATS)}.")
@@ -229,20 +231,22 @@ def save_batch(audio: Any, filename_prefix: str, folder_type: io.FolderType, fil
     base_dir = folder_paths.get_output_directory() if folder_type == io.FolderType.output \
         else folder_paths.get_temp_directory()
     folder, stem, counter, subfolder = _output_target(filename_prefix, base_dir)
+    lyrics = split_takes(lrc, waveforms.shape[0]) if lrc is not None else None
     tags = _tags(hidden)
     results = []
     for index, waveform in enumerate(waveforms):
         rate = sample_rate
         if file_format == "mp3":
             waveform, rate = _mp3_ready(waveform, sample_rate)
-        name, counter = _free_name(folder, stem.replace("%batch_num%", str(index)), counter, file_format, bool(lrc))
+        name, counter = _free_name(folder, stem.replace("%batch_num%", str(index)), counter, file_format,
+                                   lyrics is not None)
         path = save_audio(waveform, rate, folder / name, format=file_format,
                           bit_depth=None if file_format == "mp3" else bit_depth,
                           mp3_bitrate=int(mp3_bitrate.rstrip("k")))
         _embed_tags(path, file_format, tags)
-        if lrc:
-            with open(path.with_suffix(".lrc"), "x", encoding="utf-8") as lyrics:
-                lyrics.write(lrc)
+        if lyrics is not None:
+            with open(path.with_suffix(".lrc"), "x", encoding="utf-8") as lrc_file:
+                lrc_file.write(lyrics[index])
         results.append(ui.SavedResult(name, subfolder, folder_type))
         counter += 1
     return results
@@ -354,7 +358,8 @@ class AceStepSaveAudio(io.ComfyNode):
                 ),
                 io.String.Input(
                     "lrc", optional=True, force_input=True,
-                    tooltip="Optional synced lyrics (LRC text): saved as a .lrc file next to each audio file.",
+                    tooltip=("Optional synced lyrics (LRC text, e.g. from ACE-Step Lyric Timestamps): saved as a .lrc "
+                             "file next to each audio file; a batch's [take:N] blocks go to their own takes."),
                 ),
             ],
             outputs=[],

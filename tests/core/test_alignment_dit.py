@@ -259,3 +259,6 @@ def test_bad_inputs_are_named(models: Models, song: Song) -> None:
         align(language=["en"])
     with pytest.raises(AceStepError, match="do not fit"):
         align(A.DitConditions(song.conditions.states[:, :5], song.conditions.context))
+    with pytest.raises(AceStepError, match="None of the lyric-alignment heads"):
+        A.align_lyrics(models.dit, song.latents, song.conditions, song.lyric_ids, models.text_encoder.tokenizer,
+                       song.language, steps=STEPS, heads={9: [0]})   # a layer the DiT does not have
