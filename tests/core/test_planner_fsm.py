@@ -19,7 +19,7 @@ from acestep_core.planner.cot import parse_codes, parse_metadata
 from acestep_core.planner.engine import Job, generate
 from acestep_core.planner.sampling import Sampling
 from acestep_core.planner.values import (
-    BPM_MAX, BPM_MIN, DURATION_MIN, FIELD_ORDER, KEYSCALES, LANGUAGES, TIME_SIGNATURES,
+    BPM_MAX, BPM_MIN, DURATION_MAX, DURATION_MIN, FIELD_ORDER, KEYSCALES, LANGUAGES, TIME_SIGNATURES,
 )
 from tests.core.tiny_lm import shared_tables, single_thread  # noqa: F401 (fixture)
 
@@ -117,6 +117,34 @@ def check_value(name: str, value: str) -> None:
         assert value in LANGUAGES, value
     elif name == "timesignature":
         assert value in TIME_SIGNATURES, value
+
+
+def tree_values(tables, name: str, max_duration: int = DURATION_MAX) -> list[str]:
+    """Every value a field's prefix tree can write (each path from the root to a newline), as text."""
+    tree, values, stack = tables.tree(name, max_duration), [], [()]
+    while stack:
+        prefix = stack.pop()
+        for token in tree.get(prefix, ()):
+            if token == tables.newline:
+                values.append(tables.tokenizer.decode(prefix))
+            else:
+                stack.append(prefix + (token,))
+    return values
+
+
+@pytest.mark.parametrize("name, max_duration, expected", [
+    ("bpm", DURATION_MAX, [str(v) for v in range(BPM_MIN, BPM_MAX + 1)]),
+    ("duration", DURATION_MAX, [str(v) for v in range(DURATION_MIN, DURATION_MAX + 1)]),
+    ("duration", MAX_DURATION, [str(v) for v in range(DURATION_MIN, MAX_DURATION + 1)]),
+    ("keyscale", DURATION_MAX, list(KEYSCALES)), ("language", DURATION_MAX, list(LANGUAGES)),
+    ("timesignature", DURATION_MAX, list(TIME_SIGNATURES)),
+], ids=lambda value: value if isinstance(value, str) else None)
+def test_value_tables_hold_exactly_the_valid_values(tables, name: str, max_duration: int, expected) -> None:
+    """Built from the real tokenizer, each table writes every valid value once (with its leading space) and
+    nothing else: 271 tempos, the durations up to the limit, the 70 keys, the 51 languages, 4 time signatures."""
+    values = tree_values(tables, name, max_duration)
+    assert len(values) == len(set(values)) and all(value.startswith(" ") for value in values)
+    assert sorted(value[1:] for value in values) == sorted(expected)
 
 
 def decode_batch(tables, specs, seed: int, sampling: Sampling, budget: int, prompt=(1, 2, 3)) -> list[str]:
