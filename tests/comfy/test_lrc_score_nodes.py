@@ -144,8 +144,12 @@ def test_kept_takes_are_saved_with_their_own_lrc(comfy_server: comfyui_test_env.
                                                  batch_run: dict[str, Any]) -> None:
     files = saved(comfy_server, batch_run)
     assert len(files) == 2 and all(path.suffix == ".flac" for path in files)
-    for path in files:
-        check_lrc(path.with_suffix(".lrc").read_text(encoding="utf-8"))
+    kept = [int(line.split(",")[0].split()[-1]) - 1 for line in shown(batch_run, "show_best").split("\n")[1:]]
+    whole_batch = take_blocks(shown(batch_run, "show_lrc"), 3)
+    for path, take in zip(files, kept):
+        lrc = path.with_suffix(".lrc").read_text(encoding="utf-8")
+        check_lrc(lrc)
+        assert lrc == whole_batch[take], "a kept take is timed as it was in its batch"
     assert not list(files[0].parent.glob("*take*"))
 
 
