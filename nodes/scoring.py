@@ -15,11 +15,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Optional
 
-import torch
 from comfy_api.latest import io
 
 from acestep_core.alignment import LyricAlignmentScores, score_lyric_alignment
 from acestep_core.planner.cot import codes_to_text
+from acestep_core.planner.source import latent_codes
 from acestep_core.scoring import UI_PMI_SCALE, QualityScore, lm_quality_score, score_metadata
 
 from .common import CATEGORY, interrupted, user_errors
@@ -83,15 +83,9 @@ def score_report(scores: TakeScores) -> str:
 def song_codes(song: SongConditions) -> list[str]:
     """Each take's 5 Hz codes: the LM plan's, else the DiT's audio tokenizer on the finished latents."""
     planned = song.record.request.codes_per_item()
-    if all(codes is not None for codes in planned):
-        return list(planned)
-    models = song.models
-    latents = song.latents.to(device=models.device, dtype=models.dtype)
-    mask = torch.ones(latents.shape[:2], device=models.device, dtype=models.dtype)
-    with torch.no_grad():
-        _, codes, _ = models.dit.tokenize(latents, models.silence_latent, mask)
-    heard = [codes_to_text(row.flatten().tolist()) for row in codes]
-    return [plan if plan is not None else heard[index] for index, plan in enumerate(planned)]
+    samples, models = song.latents.transpose(1, 2), song.models
+    return [plan if plan is not None else codes_to_text(latent_codes(models.dit, samples, models.silence_latent, index))
+            for index, plan in enumerate(planned)]
 
 
 def quality_scores(lm: LMHandle, song: SongConditions, pmi_scale: float) -> list[QualityScore]:
