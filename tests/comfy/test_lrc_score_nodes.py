@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import comfyui_test_env
+import numpy as np
 import pytest
+import soundfile
 
 from .client import ComfyClient, execution_error
 from .test_core_nodes import core_models, song_prompt  # noqa: F401  (core_models is a fixture)
@@ -233,3 +235,24 @@ def test_a_cover_is_timed_with_its_source_and_refused_without(comfy: ComfyClient
     error = _error(comfy, prompt)
     assert error["node_id"] == "lrc"
     assert "ACE-Step Lyric Timestamps (LRC): source_latent: this song is a cover" in error["exception_message"]
+
+
+def test_decoded_batch_passes_through_with_the_same_pick(comfy: ComfyClient,
+                                                         comfy_server: comfyui_test_env.ComfyServer) -> None:
+    """Best of N on AUDIO keeps the same takes as on the LATENT: decode-then-pick equals pick-then-decode."""
+    prompt = scored_prompt(batch=3, seed=31)
+    prompt["decode_all"] = {**prompt["decode"], "inputs": {**prompt["decode"]["inputs"], "latent": ["sample", 0]}}
+    prompt["best"]["inputs"]["audio"] = ["decode_all", 0]
+    prompt["save_picked"] = {"class_type": "AceStepSaveAudio", "inputs": {
+        **prompt["save"]["inputs"], "audio": ["best", 1], "filename_prefix": f"acestep_lrc/{uuid.uuid4().hex[:8]}"}}
+    entry = comfy.run(prompt, timeout_s=300)
+    assert execution_error(entry) is None, execution_error(entry)
+    picked = [comfy_server.base / "output" / item["subfolder"] / item["filename"]
+              for item in entry["outputs"]["save_picked"]["audio"]]
+    decoded = saved(comfy_server, entry)
+    assert len(picked) == len(decoded) == 2
+    for first, second in zip(picked, decoded):
+        a, b = soundfile.read(first)[0], soundfile.read(second)[0]
+        assert a.shape == b.shape and np.abs(a - b).max() < 2e-3
+        assert first.with_suffix(".lrc").read_text(encoding="utf-8") == second.with_suffix(".lrc").read_text(
+            encoding="utf-8")
