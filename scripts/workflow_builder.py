@@ -47,6 +47,8 @@ NOTE_TYPES = {"Note", "MarkdownNote"}
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 SEED_NAMES = {"seed", "noise_seed"}
 CONTROL_DEFAULT = "fixed"
+# Widgets the frontend adds after a combo with `audio_upload` (player, upload button): sockets and saved values.
+AUDIO_UPLOAD_EXTRAS = [("audioUI", "AUDIO_UI", None), ("upload", "AUDIOUPLOAD", None)]
 
 COLUMN_GAP = 60
 ROW_GAP = 40
@@ -195,6 +197,9 @@ def build_workflow(source: dict[str, Any], object_info: dict[str, Any]) -> dict[
             else:
                 entry["link"] = None
             entries.append(entry)
+            if _options(spec).get("audio_upload"):
+                entries += [{"name": extra, "localized_name": extra, "type": kind, "widget": {"name": extra},
+                             "link": None} for extra, kind, _ in AUDIO_UPLOAD_EXTRAS]
         inputs_of[key] = entries
 
     nodes: list[dict[str, Any]] = []
@@ -214,6 +219,8 @@ def build_workflow(source: dict[str, Any], object_info: dict[str, Any]) -> dict[
             widgets_values.append(_default(name, spec) if value is None or _is_link(value) else value)
             if _has_control(name, spec):
                 widgets_values.append(CONTROL_DEFAULT)
+            if _options(spec).get("audio_upload"):
+                widgets_values += [value for _, _, value in AUDIO_UPLOAD_EXTRAS]
         output_types, output_names = info["output"], info.get("output_name") or info["output"]
         outputs = [{"name": output_names[slot], "localized_name": output_names[slot], "type": kind,
                     "links": outgoing.get((key, slot), [])} for slot, kind in enumerate(output_types)]

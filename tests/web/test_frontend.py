@@ -7,8 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import soundfile
 
 from tests.comfy.client import ComfyClient
+from tests.comfy.test_workflows import RATE, SHIPPED_SOURCE_SECONDS, source_waveform
+from tests.comfy.workflow_api import workflow_to_prompt
 
 from .comfy_page import OUR_EXTENSIONS, ComfyPage, load_workflow, read_json
 from .graphs import song_graph
@@ -16,6 +19,7 @@ from .graphs import song_graph
 REPO_ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS = sorted((REPO_ROOT / "workflows").glob("*.json"))
 FRONTEND_ONLY_TYPES = {"Note", "MarkdownNote", "PrimitiveNode", "Reroute"}
+LOAD_TYPES = {"AceStepLoadAudio", "LoadAudio"}
 ENHANCED = {"AceStepRepaintMask": ".acestep-region", "AceStepTextEncode": ".acestep-lyrics",
             "AceStepLoadAudio": "audio.comfy-audio", "AceStepSaveAudio": "audio.comfy-audio",
             "AceStepPreviewAudio": "audio.comfy-audio"}
@@ -84,16 +88,42 @@ def check_workflow_loads(ui: ComfyPage, workflow: dict[str, Any], name: str) -> 
     assert first == second, "widget values change when the workflow is saved and loaded again"
 
 
+@pytest.fixture(scope="session")
+def workflow_inputs(web_server: Any) -> None:
+    """The audio files the shipped workflows name (placeholders users replace), so players and pickers load them."""
+    for path in WORKFLOWS:
+        for node in read_json(path).get("nodes", []):
+            target = web_server.base / "input" / str((node.get("widgets_values") or [""])[0])
+            if node["type"] in LOAD_TYPES and not target.exists():
+                soundfile.write(target, source_waveform(SHIPPED_SOURCE_SECONDS), RATE)
+
+
 @pytest.mark.parametrize("path", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])
-def test_shipped_workflow_loads_without_missing_nodes(ui: ComfyPage, path: Path) -> None:
-    check_workflow_loads(ui, read_json(path), f"03_workflow_{path.stem}")
+def test_shipped_workflow_loads_without_missing_nodes(workflow_inputs: None, ui: ComfyPage, comfy: ComfyClient,
+                                                      path: Path) -> None:
+    """Also: the frontend queues exactly the prompt our converter (and so tests/comfy/test_workflows.py) runs,
+    apart from values of frontend-only widgets (player, preview) that no node declares."""
+    workflow = read_json(path)
+    check_workflow_loads(ui, workflow, f"03_workflow_{path.stem}")
+    load_workflow(ui, workflow)
+    queued = ui.evaluate("async () => (await app.graphToPrompt()).output")
+    info = comfy.object_info()
+    for node in queued.values():
+        declared = info[node["class_type"]]["input"]
+        known = {**declared.get("required", {}), **declared.get("optional", {})}
+        node["inputs"] = {name: value for name, value in node["inputs"].items() if name in known}
+    assert queued == workflow_to_prompt(workflow, info)
 
 
 def test_saved_graph_of_every_pack_node_loads_back(ui: ComfyPage, comfy: ComfyClient) -> None:
-    """A graph with each of our nodes, saved as a UI workflow the way users share them, opens again intact."""
-    extra = {"preview": {"type": "AceStepPreviewAudio", "pos": [380, 800]},
-             "empty": {"type": "AceStepEmptyLatent", "pos": [1580, 800]},
-             "reference": {"type": "AceStepReferenceAudio", "pos": [0, 800]}}
+    """A graph with each of our nodes, saved as a UI workflow the way users share them, opens again intact.
+    Pack nodes outside the repaint song stand unconnected below it (new nodes join automatically)."""
+    in_song = {"AceStepLoadDit", "AceStepLoadVae", "AceStepLoadTextEncoder", "AceStepLoadAudio",
+               "AceStepSourceAudioEncode", "AceStepRepaintMask", "AceStepTextEncode", "AceStepDitSampler",
+               "AceStepVaeDecode", "AceStepSaveAudio"}
+    others = sorted(set(our_nodes(comfy.object_info())) - in_song)
+    extra = {kind: {"type": kind, "pos": [380 * (index % 5), 800 + 420 * (index // 5)]}
+             for index, kind in enumerate(others)}
     song_graph(ui, extra)
     ui.evaluate("""() => { const text = app.graph.nodes.find((n) => n.type === 'AceStepTextEncode');
         text.widgets.find((w) => w.name === 'lyrics').value = '[Verse]\\nla  la\\n[Chorus]'; return true; }""")
