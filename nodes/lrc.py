@@ -97,7 +97,8 @@ def song_conditions(dit: DitHandle, conditioning: AceStepConditioning, latent: d
     if samples.shape[1] != dit.latent_channels:
         raise AceStepError(f"latent has {samples.shape[1]} channels but this DiT works on {dit.latent_channels}: "
                            "connect the DiT that made the song.")
-    tensors, _ = task_tensors(models, request, plan, source_latent or latent, text, reference)
+    canvas = source_latent if source_latent is not None else latent
+    tensors, _ = task_tensors(models, request, plan, canvas, text, reference)
     prompt_batch = build_prompts(dataclasses.replace(text_request(request, plan), batch_size=1))
     return SongConditions(models, record, samples.transpose(1, 2), dit_conditions(models.dit, tensors.dit),
                           text.lyric_token_ids, conditioning.encoder.encoder.tokenizer, prompt_batch.language,
