@@ -265,7 +265,7 @@ def build_workflow(source: dict[str, Any], object_info: dict[str, Any]) -> dict[
         "links": links,
         "groups": [],
         "config": {},
-        "extra": {"ds": {"scale": 0.6, "offset": [40, 40]}},
+        "extra": {"ds": {"scale": 0.6, "offset": [120, 140]}},
         "version": 0.4,
     }
 
