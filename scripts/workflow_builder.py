@@ -163,8 +163,82 @@ def _check_source(source: dict[str, Any], object_info: dict[str, Any]) -> None:
         for name, value in node.get("inputs", {}).items():
             if name not in specs:
                 raise BuildError(f"node {key} ({kind}) has no input '{name}'")
-            if _is_link(value) and (value[0] not in source or source[value[0]].get("class_type") in NOTE_TYPES):
+            if not _is_link(value):
+                continue
+            origin = source.get(value[0], {}).get("class_type")
+            if origin not in object_info:
                 raise BuildError(f"node {key} input '{name}' links to node {value[0]}, which is not in the graph")
+            if not 0 <= value[1] < len(object_info[origin]["output"]):
+                raise BuildError(f"node {key} input '{name}' links to output {value[1]} of node {value[0]} ({origin}), "
+                                 "which it does not have")
+
+
+def _sockets(graph: dict[str, dict[str, Any]], object_info: dict[str, Any]
+             ) -> tuple[dict[str, list[dict[str, Any]]], list[list[Any]], dict[tuple[str, int], list[int]]]:
+    """Each node's `inputs` entries (sockets and widgets, frontend order), the links
+    `[id, origin, slot, target, target slot, type]`, and the link ids leaving each (node, output slot)."""
+    inputs_of: dict[str, list[dict[str, Any]]] = {}
+    links: list[list[Any]] = []
+    outgoing: dict[tuple[str, int], list[int]] = {}
+    for key in sorted(graph, key=_node_id):
+        entries = []
+        for name, spec in _specs(object_info[graph[key]["class_type"]]).items():
+            entry: dict[str, Any] = {"name": name, "localized_name": name, "type": _type_name(spec)}
+            if _is_widget(spec):
+                entry["widget"] = {"name": name}
+            entry["link"] = None
+            value = graph[key]["inputs"].get(name)
+            if _is_link(value):
+                entry["link"] = len(links) + 1
+                origin_type = object_info[graph[value[0]]["class_type"]]["output"][value[1]]
+                links.append([entry["link"], _node_id(value[0]), value[1], _node_id(key), len(entries), origin_type])
+                outgoing.setdefault((value[0], value[1]), []).append(entry["link"])
+            entries.append(entry)
+            if _options(spec).get("audio_upload"):
+                entries += [{"name": extra, "localized_name": extra, "type": kind, "widget": {"name": extra},
+                             "link": None} for extra, kind, _ in AUDIO_UPLOAD_EXTRAS]
+        inputs_of[key] = entries
+    return inputs_of, links, outgoing
+
+
+def _widgets_values(node: dict[str, Any], specs: dict[str, list[Any]]) -> list[Any]:
+    """Widget values in the frontend's order, with the seed control and upload extras it saves."""
+    values: list[Any] = []
+    for name, spec in specs.items():
+        if not _is_widget(spec):
+            continue
+        value = node["inputs"].get(name)
+        values.append(_default(name, spec) if value is None or _is_link(value) else value)
+        if _has_control(name, spec):
+            values.append(CONTROL_DEFAULT)
+        if _options(spec).get("audio_upload"):
+            values += [saved for _, _, saved in AUDIO_UPLOAD_EXTRAS]
+    return values
+
+
+def _place_in_columns(nodes: list[dict[str, Any]], depths: dict[int, int], top: int) -> None:
+    """Columns by depth, as wide as their widest node; nodes stacked in list order from `top` down."""
+    widths: dict[int, int] = {}
+    for entry in nodes:
+        widths[depths[entry["id"]]] = max(widths.get(depths[entry["id"]], 0), entry["size"][0])
+    column_x, x = {}, 0
+    for depth in sorted(widths):
+        column_x[depth] = x
+        x += widths[depth] + COLUMN_GAP
+    heights: dict[int, int] = {}
+    for entry in nodes:
+        depth = depths[entry["id"]]
+        entry["pos"] = [column_x[depth], heights.get(depth, top)]
+        heights[depth] = entry["pos"][1] + entry["size"][1] + ROW_GAP
+
+
+def _note_entry(key: str, note: dict[str, Any], index: int, order: int) -> dict[str, Any]:
+    entry = {"id": _node_id(key), "type": note["class_type"], "pos": [index * (NOTE_SIZE[0] + COLUMN_GAP), 0],
+             "size": list(NOTE_SIZE), "flags": {}, "order": order, "mode": 0, "inputs": [], "outputs": [],
+             "properties": {}, "widgets_values": [note.get("inputs", {}).get("text", "")]}
+    if _title(note):
+        entry["title"] = _title(note)
+    return entry
 
 
 def build_workflow(source: dict[str, Any], object_info: dict[str, Any]) -> dict[str, Any]:
@@ -173,89 +247,26 @@ def build_workflow(source: dict[str, Any], object_info: dict[str, Any]) -> dict[
     graph = {key: node for key, node in source.items() if node["class_type"] not in NOTE_TYPES}
     notes = {key: node for key, node in source.items() if node["class_type"] in NOTE_TYPES}
     depths = _depths(graph)
-    ordered = sorted(graph, key=lambda key: (depths[key], _node_id(key)))
-
-    links: list[list[Any]] = []
-    outgoing: dict[tuple[str, int], list[int]] = {}
-    inputs_of: dict[str, list[dict[str, Any]]] = {}
-    for key in sorted(graph, key=_node_id):
-        node = graph[key]
-        specs = _specs(object_info[node["class_type"]])
-        entries = []
-        for name, spec in specs.items():
-            entry: dict[str, Any] = {"name": name, "localized_name": name, "type": _type_name(spec)}
-            if _is_widget(spec):
-                entry["widget"] = {"name": name}
-            value = node["inputs"].get(name)
-            if _is_link(value):
-                link_id = len(links) + 1
-                origin_types = object_info[graph[value[0]]["class_type"]]["output"]
-                links.append([link_id, _node_id(value[0]), value[1], _node_id(key), len(entries),
-                              origin_types[value[1]]])
-                outgoing.setdefault((value[0], value[1]), []).append(link_id)
-                entry["link"] = link_id
-            else:
-                entry["link"] = None
-            entries.append(entry)
-            if _options(spec).get("audio_upload"):
-                entries += [{"name": extra, "localized_name": extra, "type": kind, "widget": {"name": extra},
-                             "link": None} for extra, kind, _ in AUDIO_UPLOAD_EXTRAS]
-        inputs_of[key] = entries
-
+    inputs_of, links, outgoing = _sockets(graph, object_info)
     nodes: list[dict[str, Any]] = []
-    column_x: dict[int, int] = {}
-    column_heights: dict[int, int] = {}
-    top = NOTE_SIZE[1] + ROW_GAP if notes else 0
-    for order, key in enumerate(ordered):
-        node = graph[key]
-        info = object_info[node["class_type"]]
+    for order, key in enumerate(sorted(graph, key=lambda key: (depths[key], _node_id(key)))):
+        node, info = graph[key], object_info[graph[key]["class_type"]]
         specs = _specs(info)
-        linked = {name for name, value in node["inputs"].items() if _is_link(value)}
-        widgets_values: list[Any] = []
-        for name, spec in specs.items():
-            if not _is_widget(spec):
-                continue
-            value = node["inputs"].get(name)
-            widgets_values.append(_default(name, spec) if value is None or _is_link(value) else value)
-            if _has_control(name, spec):
-                widgets_values.append(CONTROL_DEFAULT)
-            if _options(spec).get("audio_upload"):
-                widgets_values += [value for _, _, value in AUDIO_UPLOAD_EXTRAS]
-        output_types, output_names = info["output"], info.get("output_name") or info["output"]
+        output_names = info.get("output_name") or info["output"]
         outputs = [{"name": output_names[slot], "localized_name": output_names[slot], "type": kind,
-                    "links": outgoing.get((key, slot), [])} for slot, kind in enumerate(output_types)]
-        size = _node_size(specs, linked, len(outputs))
-        depth = depths[key]
-        y = column_heights.get(depth, top)
-        column_heights[depth] = y + size[1] + ROW_GAP
-        entry = {"id": _node_id(key), "type": node["class_type"], "pos": [0, y], "size": size, "flags": {},
-                 "order": order, "mode": 0, "inputs": inputs_of[key], "outputs": outputs,
-                 "properties": {"Node name for S&R": node["class_type"]}, "widgets_values": widgets_values}
-        title = _title(node)
-        if title and title != info.get("display_name"):
-            entry["title"] = title
+                    "links": outgoing.get((key, slot), [])} for slot, kind in enumerate(info["output"])]
+        linked = {name for name, value in node["inputs"].items() if _is_link(value)}
+        entry = {"id": _node_id(key), "type": node["class_type"], "pos": [0, 0],
+                 "size": _node_size(specs, linked, len(outputs)), "flags": {}, "order": order, "mode": 0,
+                 "inputs": inputs_of[key], "outputs": outputs, "properties": {"Node name for S&R": node["class_type"]},
+                 "widgets_values": _widgets_values(node, specs)}
+        if _title(node) and _title(node) != info.get("display_name"):
+            entry["title"] = _title(node)
         nodes.append(entry)
-
-    widths: dict[int, int] = {}
-    for entry in nodes:
-        depth = depths[str(entry["id"])]
-        widths[depth] = max(widths.get(depth, 0), entry["size"][0])
-    x = 0
-    for depth in sorted(widths):
-        column_x[depth] = x
-        x += widths[depth] + COLUMN_GAP
-    for entry in nodes:
-        entry["pos"][0] = column_x[depths[str(entry["id"])]]
-
-    for index, key in enumerate(sorted(notes, key=_node_id)):
-        note = notes[key]
-        entry = {"id": _node_id(key), "type": note["class_type"], "pos": [index * (NOTE_SIZE[0] + COLUMN_GAP), 0],
-                 "size": list(NOTE_SIZE), "flags": {}, "order": len(nodes), "mode": 0, "inputs": [], "outputs": [],
-                 "properties": {}, "widgets_values": [note.get("inputs", {}).get("text", "")]}
-        if _title(note):
-            entry["title"] = _title(note)
-        nodes.append(entry)
-
+    _place_in_columns(nodes, {_node_id(key): depth for key, depth in depths.items()},
+                      NOTE_SIZE[1] + ROW_GAP if notes else 0)
+    nodes += [_note_entry(key, notes[key], index, len(graph) + index)
+              for index, key in enumerate(sorted(notes, key=_node_id))]
     return {
         "id": str(uuid.uuid5(uuid.NAMESPACE_URL, "comfyui-acestep/" + json.dumps(source, sort_keys=True))),
         "revision": 0,
