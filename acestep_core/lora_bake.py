@@ -28,10 +28,11 @@ _BAD_PREFIX = re.compile(r"(^|[\\/])\.\.([\\/]|$)")
 
 def baked_folder(root: Path, prefix: str) -> Path:
     """The first free `<root>/<prefix>_NNNNN_` folder (created empty); `prefix` may name subfolders of `root`."""
-    prefix = prefix.strip().strip("/\\")
-    if not prefix or _BAD_PREFIX.search(prefix) or Path(prefix).is_absolute() or ":" in prefix:
+    prefix = prefix.strip()
+    if not prefix.strip("/\\") or _BAD_PREFIX.search(prefix) or prefix.startswith(("/", "\\")) or ":" in prefix:
         raise AceStepError(f"filename_prefix '{prefix}' must be a name (optionally with subfolders) inside {root}, "
                            "without '..'; e.g. acestep/my_lora_baked.")
+    prefix = prefix.rstrip("/\\")
     parent = (root / prefix).parent
     parent.mkdir(parents=True, exist_ok=True)
     stem = Path(prefix).name

@@ -174,8 +174,8 @@ class AceStepLoraBake(io.ComfyNode):
             kind = BAKE_DESTINATIONS[save_to]
             root = Path(folder_paths.get_output_directory() if kind == "output" else
                         folder_paths.get_folder_paths(kind)[0])
-            folder = baked_folder(root, filename_prefix)
             network = dit.load()
+            folder = baked_folder(root, filename_prefix)
             weights = write_baked_dit(folder, network.state_dict(), dit.info.config.to_dict(), dit.silence_latent,
                                       variant=dit.variant, base_name=dit.name,
                                       adapters=[(adapter.name, strength) for adapter, strength in dit.adapters])
