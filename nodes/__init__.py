@@ -20,10 +20,12 @@ from .sampler import SAMPLER_NODES
 from .scoring import SCORE_NODES
 from .source_audio import SOURCE_NODES
 from .text_encode import TEXT_NODES
+from .training import TRAINING_NODES
 
 NODES: list[type[io.ComfyNode]] = [
     *LOADER_NODES, *TEXT_NODES, AceStepEmptyLatent, *SOURCE_NODES, *SAMPLER_NODES, *DECODE_NODES, *LORA_NODES,
     AceStepLoadAudio, AceStepSaveAudio, AceStepPreviewAudio, *LRC_NODES, *SCORE_NODES, *BEST_OF_NODES,
+    *TRAINING_NODES,
 ]
 
 
