@@ -11,11 +11,13 @@ from comfy_api.latest import ComfyExtension, io
 
 from .audio_io import AceStepLoadAudio, AceStepPreviewAudio, AceStepSaveAudio
 from .best_of import BEST_OF_NODES
+from .blueprint_io import BLUEPRINT_NODES
 from .decode import DECODE_NODES
 from .latent import AceStepEmptyLatent
 from .lora import LORA_NODES
 from .lrc import LRC_NODES
 from .models import LOADER_NODES
+from .planner import PLANNER_NODES
 from .sampler import SAMPLER_NODES
 from .scoring import SCORE_NODES
 from .source_audio import SOURCE_NODES
@@ -26,6 +28,7 @@ NODES: list[type[io.ComfyNode]] = [
     *LOADER_NODES, *TEXT_NODES, AceStepEmptyLatent, *SOURCE_NODES, *SAMPLER_NODES, *DECODE_NODES, *LORA_NODES,
     AceStepLoadAudio, AceStepSaveAudio, AceStepPreviewAudio, *LRC_NODES, *SCORE_NODES, *BEST_OF_NODES,
     *TRAINING_NODES,
+    *PLANNER_NODES, *BLUEPRINT_NODES,
 ]
 
 
