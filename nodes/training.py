@@ -271,13 +271,14 @@ class AceStepTrainingPreprocess(io.ComfyNode):
 def _leave_inference_mode(module: torch.nn.Module) -> None:
     """ComfyUI loads weights under inference mode; autograd cannot save such tensors, so swap in normal copies."""
     with torch.no_grad():
-        for parameter in module.parameters():
-            if parameter.is_inference():
-                parameter.data = parameter.data.clone()
-        for buffer_owner in module.modules():
-            for name, buffer in list(buffer_owner._buffers.items()):
+        for owner in module.modules():
+            for name, parameter in list(owner._parameters.items()):
+                if parameter is not None and parameter.is_inference():
+                    owner._parameters[name] = torch.nn.Parameter(parameter.clone(),
+                                                                 requires_grad=parameter.requires_grad)
+            for name, buffer in list(owner._buffers.items()):
                 if buffer is not None and buffer.is_inference():
-                    buffer_owner._buffers[name] = buffer.clone()
+                    owner._buffers[name] = buffer.clone()
 
 
 def _config_inputs() -> list[io.Input]:
