@@ -23,7 +23,7 @@ from comfy_api.latest import io, ui
 
 from acestep_core.errors import AceStepError
 from acestep_core.planner import (
-    Blueprint, PlannerSettings, PlanRequest, plan_format, plan_sample, plan_song, plan_understand, random_example,
+    Blueprint, PlannerSettings, PlanRequest, latent_codes, plan_format, plan_sample, plan_song, plan_understand, random_example,
 )
 from acestep_core.planner.values import (
     BPM_MAX, DURATION_MAX, KEYSCALES, LANGUAGES, TIME_SIGNATURES, UNKNOWN_LANGUAGE, check_bpm, check_duration,
@@ -72,15 +72,8 @@ def _audio_codes(latent: Optional[dict[str, Any]], dit: Optional[DitHandle], aud
     if not isinstance(samples, torch.Tensor) or samples.ndim != 3:
         raise AceStepError("latent: expected an audio LATENT [batch, channels, frames] from ACE-Step Source Audio "
                            "Encode.")
-    if samples.shape[1] != dit.latent_channels:
-        raise AceStepError(f"latent has {samples.shape[1]} channels but the DiT's tokenizer reads "
-                           f"{dit.latent_channels}: encode the audio with the VAE that belongs to this DiT.")
     models = dit.loaded_models()
-    latents = samples[:1].transpose(1, 2).to(device=models.device, dtype=models.dtype)
-    mask = torch.ones(latents.shape[:2], dtype=torch.bool, device=models.device)
-    with torch.no_grad():
-        _, codes, _ = models.dit.tokenize(latents, models.silence_latent, mask)
-    return [int(code) for code in codes.flatten().tolist()]
+    return latent_codes(models.dit, samples, models.silence_latent)
 
 
 def plan(lm: LMHandle, mode: str, caption: str, lyrics: str, instrumental: bool, metadata: dict[str, Any],

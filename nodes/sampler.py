@@ -37,7 +37,7 @@ from acestep_core.text.encoder import TextConditioning
 from .common import CATEGORY, interrupted, stage_progress, user_errors
 from .model_handles import DIT_TYPE, DitHandle
 from .source_audio import REFERENCE_TYPE, SEED_MAX, ReferenceAudio, latent_plan, latent_source, request_audio_fields
-from .text_encode import CONDITIONING_TYPE, AceStepConditioning, song_prompts
+from .text_encode import CONDITIONING_TYPE, AceStepConditioning
 
 SONG_KEY = "acestep_song"
 DISPLAY_NAME = "ACE-Step DiT Sampler"
@@ -65,6 +65,11 @@ def build_request(conditioning: AceStepConditioning, latent: dict[str, Any], set
     batch = int(samples.shape[0])
     if not 1 <= batch <= MAX_BATCH:
         raise AceStepError(f"latent holds a batch of {batch}; ACE-Step makes 1 to {MAX_BATCH} songs per run.")
+    plans = len(conditioning.plans)
+    if plans and batch not in (1, plans):
+        raise AceStepError(f"latent holds a batch of {batch} but the blueprint has {plans} plans: set the latent's "
+                           f"batch to {plans} (or 1, which makes one song per plan).")
+    batch = plans or batch
     task = conditioning.request.task
     if task in SOURCE_TASKS and latent_source(latent) is None and not conditioning.request.has_codes:
         raise AceStepError(f"Task {task} starts from a recording: connect the LATENT of ACE-Step Source Audio "
@@ -170,7 +175,7 @@ class AceStepDitSampler(io.ComfyNode):
             if reference is not None and reference.clips and reference.clips[0].shape[-1] != dit.latent_channels:
                 raise AceStepError("reference was encoded by a VAE that does not belong to this DiT; use the "
                                    "DiT's VAE in ACE-Step Reference Audio.")
-            text = conditioning.text(song_prompts(request, plan), request.batch_size)  # before the DiT loads
+            text = conditioning.batch_text(conditioning.prompts(request, plan))  # before the DiT loads
             models = dit.loaded_models()
             tensors, padded = task_tensors(models, request, plan, latent, text, reference)
             seams = seams_for(request, plan)

@@ -20,14 +20,19 @@ import torch
 from comfy_api.latest import io
 
 from acestep_core.errors import AceStepError
+from acestep_core.planner.blueprint import Blueprint, PlanItem
+from acestep_core.planner.handoff import blueprint_request, item_prompts
 from acestep_core.planner.values import BPM_MAX, BPM_MIN, KEYSCALES, LANGUAGES, TIME_SIGNATURES
 from acestep_core.task_inputs import TaskPlan, plan_task, text_request
-from acestep_core.tasks import ALL_TASKS, MAX_DURATION, MIN_DURATION, GenerationRequest, check_request
+from acestep_core.tasks import (
+    ALL_TASKS, CODE_TASKS, MAX_BATCH, MAX_DURATION, MIN_DURATION, GenerationRequest, check_request,
+)
 from acestep_core.text.encoder import TextConditioning
 from acestep_core.text.prompts import TRACK_NAMES, PromptBatch, TextPrompts, build_prompts
 
 from .common import CATEGORY, user_errors
 from .model_handles import TEXT_ENCODER_TYPE, TextEncoderHandle
+from .planner import BLUEPRINT_TYPE
 from .source_audio import latent_plan, request_audio_fields
 
 CONDITIONING_TYPE = io.Custom("ACESTEP_CONDITIONING")
@@ -60,18 +65,36 @@ def song_prompts(request: GenerationRequest, plan: TaskPlan) -> TextPrompts:
 @dataclass(eq=False)
 class AceStepConditioning:
     """ACESTEP_CONDITIONING: the text and task part of a `GenerationRequest`, the text encoder, and the
-    encodings made so far (one item each, on ComfyUI's intermediate device), keyed by prompt."""
+    encodings made so far (on ComfyUI's intermediate device), keyed by prompt: one item for a batch that
+    shares its prompts, the whole batch when the items differ (a blueprint's plans, `plans`)."""
 
     request: GenerationRequest
     encoder: TextEncoderHandle
-    encoded: dict[TextPrompts, TextConditioning] = field(default_factory=dict)
+    encoded: dict[Any, TextConditioning] = field(default_factory=dict)
+    plans: tuple[PlanItem, ...] = ()
+
+    def _encode(self, key: Any, prompts: list[TextPrompts]) -> TextConditioning:
+        if key not in self.encoded:
+            encoding = self.encoder.loaded_encoder().encode(prompts)
+            self.encoded[key] = _to_device(encoding, comfy.model_management.intermediate_device())
+        return self.encoded[key]
 
     def text(self, prompts: TextPrompts, batch: int) -> TextConditioning:
         """The encoding of `prompts` for a batch, encoding them now if no node did yet."""
-        if prompts not in self.encoded:
-            encoding = self.encoder.loaded_encoder().encode([prompts])
-            self.encoded[prompts] = _to_device(encoding, comfy.model_management.intermediate_device())
-        return expand(self.encoded[prompts], batch)
+        return expand(self._encode(prompts, [prompts]), batch)
+
+    def batch_text(self, prompts: tuple[TextPrompts, ...]) -> TextConditioning:
+        """The encoding of one prompt per item; items sharing one prompt are encoded once, as `text` does,
+        different ones together (right-padded and masked, as the engine encodes a batch)."""
+        if len(set(prompts)) == 1:
+            return self.text(prompts[0], len(prompts))
+        return self._encode(prompts, list(prompts))
+
+    def prompts(self, request: GenerationRequest, plan: TaskPlan) -> tuple[TextPrompts, ...]:
+        """Each item's prompts for a resolved request and its plan."""
+        if self.plans:
+            return item_prompts(request, plan, self.plans)
+        return (song_prompts(request, plan),) * request.batch_size
 
 
 def _choice(value: str) -> Optional[str]:
@@ -116,18 +139,35 @@ def _track_classes(text: str, task: str) -> tuple[str, ...]:
     return names
 
 
-def expected_prompts(request: GenerationRequest, latent: Optional[dict[str, Any]]) -> Optional[TextPrompts]:
+def expected_prompts(conditioning: AceStepConditioning, latent: Optional[dict[str, Any]]
+                     ) -> Optional[tuple[TextPrompts, ...]]:
     """The prompts the sampler will most likely need (exact when `latent` is the sampler's), or None when
     the request cannot be planned yet (e.g. a source task without its latent)."""
+    request = conditioning.request
     try:
         if latent is None:
             check_request(request)
-            return song_prompts(request, plan_task(request, None))
+            return conditioning.prompts(request, plan_task(request, None))
         planned = dataclasses.replace(request, **request_audio_fields(latent))
         check_request(planned)
-        return song_prompts(planned, latent_plan(planned, latent))
+        return conditioning.prompts(planned, latent_plan(planned, latent))
     except AceStepError:
         return None
+
+
+def with_blueprint(request: GenerationRequest, blueprint: Blueprint) -> GenerationRequest:
+    """The request with the blueprint's text, metadata and (for the tasks that take them) audio codes.
+
+    Codes turn text2music into a cover of them, as in the pipeline; the tasks that keep their source
+    (repaint, lego, extract, complete, ...) take the plans' text only.
+    """
+    if blueprint.batch_size > MAX_BATCH:
+        raise AceStepError(f"blueprint holds {blueprint.batch_size} plans; ACE-Step makes 1 to {MAX_BATCH} songs "
+                           "per run.")
+    planned = blueprint_request(request, blueprint)
+    if request.task not in CODE_TASKS:
+        planned = dataclasses.replace(planned, audio_codes=None)
+    return dataclasses.replace(planned, seeds=None)
 
 
 class AceStepTextEncode(io.ComfyNode):
@@ -168,6 +208,11 @@ class AceStepTextEncode(io.ComfyNode):
                 io.Latent.Input("latent", optional=True,
                                 tooltip=("Optional: the latent the sampler gets. With it the prompts are encoded "
                                          "here (right length and source); without it the sampler encodes them.")),
+                BLUEPRINT_TYPE.Input("blueprint", optional=True,
+                                     tooltip=("Optional: plans of the ACE-Step LM Planner (or Load Blueprint). Their "
+                                              "caption, lyrics, language and metadata replace the widgets above, one "
+                                              "plan per song of the batch; their audio codes make text2music a "
+                                              "cover of the plan.")),
             ],
             outputs=[CONDITIONING_TYPE.Output(display_name="conditioning",
                                               tooltip="Text conditioning and task, for the DiT Sampler.")],
@@ -176,17 +221,21 @@ class AceStepTextEncode(io.ComfyNode):
     @classmethod
     def execute(cls, text_encoder: TextEncoderHandle, caption: str, lyrics: str, language: str, bpm: int,
                 keyscale: str, timesignature: str, duration: float, task: str, track_name: str,
-                track_classes: str, latent: Optional[dict[str, Any]] = None) -> io.NodeOutput:
+                track_classes: str, latent: Optional[dict[str, Any]] = None,
+                blueprint: Optional[Blueprint] = None) -> io.NodeOutput:
         with user_errors(DISPLAY_NAME):
             request = GenerationRequest(
                 caption=caption, lyrics=lyrics, language=_choice(language) or "unknown", bpm=_bpm(bpm),
                 keyscale=_choice(keyscale) or "", timesignature=_choice(timesignature) or "",
                 duration=_duration(duration), task=task,
                 track_name=_track_name(track_name, task), track_classes=_track_classes(track_classes, task))
-            conditioning = AceStepConditioning(request, text_encoder)
-            prompts = expected_prompts(request, latent)
+            plans: tuple[PlanItem, ...] = ()
+            if blueprint is not None:
+                request, plans = with_blueprint(request, blueprint), blueprint.items
+            conditioning = AceStepConditioning(request, text_encoder, plans=plans)
+            prompts = expected_prompts(conditioning, latent)
             if prompts is not None:
-                conditioning.text(prompts, 1)
+                conditioning.batch_text(prompts)
         return io.NodeOutput(conditioning)
 
 

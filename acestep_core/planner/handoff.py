@@ -3,14 +3,16 @@
 Each item's caption, lyrics, language and metadata go into the DiT's caption and lyrics prompts
 (`text.prompts`); its codes go to the DiT, where having codes turns text2music into a cover of them (the
 cover instruction, `is_cover`) and the codes become 25 Hz hints through the quantizer and detokenizer
-(lm-text-vae.md §2.8). Items may differ in everything, so the general form is one request per item;
-`apply_blueprint` makes one batch request when the items differ only in their codes and seeds.
+(lm-text-vae.md §2.8). Items may differ in everything: one request per item (`generation_requests`),
+one batch request when the items differ only in their codes and seeds (`apply_blueprint`), or one batch
+request with per-item prompts (`blueprint_request` + `item_prompts`, run by `generate_blueprint`; the
+ComfyUI nodes do the same), which `pipeline.generate` alone cannot express since its text is per batch.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
@@ -71,3 +73,60 @@ def item_hints(model: Any, item: PlanItem) -> torch.Tensor:
     parameter = next(model.parameters())
     with torch.no_grad():
         return model.codes_to_hints(codes_tensor(item, parameter.device))
+
+
+def blueprint_request(base: Any, blueprint: Blueprint) -> Any:
+    """One batch `GenerationRequest` for a blueprint whose items may differ in text: the first item's text
+    and metadata (what the checks and the task plan read), per-item codes, the items' seeds.
+
+    The items' own text reaches the DiT through `item_prompts`; `generate_blueprint` runs the pipeline so.
+    """
+    codes = tuple(item.codes_text or None for item in blueprint.items)
+    return replace(base, **item_fields(blueprint.items[0]), audio_codes=codes if any(codes) else None,
+                   batch_size=blueprint.batch_size, seeds=blueprint.seeds)
+
+
+def item_prompts(request: Any, plan: Any, items: Sequence[PlanItem]) -> tuple[Any, ...]:
+    """The DiT prompts (`TextPrompts`) of each item: the batch request's task and plan with the item's text
+    and metadata; an item without a duration states the length of its codes, if it has any."""
+    from acestep_core.task_inputs import text_request as plan_text_request
+    from acestep_core.text.prompts import build_prompts
+
+    prompts = []
+    for item in items:
+        fields = item_fields(item)
+        if fields["duration"] is None and item.codes:
+            fields["duration"] = item.seconds
+        text = plan_text_request(replace(request, **fields), plan)
+        prompts.append(build_prompts(replace(text, batch_size=1)).items[0])
+    return tuple(prompts)
+
+
+def generate_blueprint(request: Any, blueprint: Blueprint, models: Any, progress: Any = None, cancel: Any = None
+                       ) -> Any:
+    """`pipeline.generate` for a `blueprint_request` (seeds may be replaced), each item encoded with its own
+    text: the prompts of all items are encoded as one batch (right-padded, masked), then the stages run as
+    in `generate`. Returns its `GenerationResult`, whose `prompts` hold every item's prompts."""
+    import random
+
+    from acestep_core import pipeline
+    from acestep_core.task_inputs import plan_task, text_request as plan_text_request
+    from acestep_core.tasks import resolve_request
+    from acestep_core.text.prompts import build_prompts
+
+    if request.batch_size != blueprint.batch_size:
+        raise AceStepError(f"The request makes {request.batch_size} songs but the blueprint has "
+                           f"{blueprint.batch_size} plans; make the request with blueprint_request.")
+    request = resolve_request(request, models.variant, random.Random())
+    audio = pipeline.load_audio_inputs(request)
+    plan = plan_task(request, audio.source.shape[-1] if audio.source is not None else None)
+    schedule, seams = pipeline.make_schedule(request, models), pipeline.seams_for(request, plan)
+    items = item_prompts(request, plan, blueprint.items)
+    text = models.text_encoder.encode(items)
+    tensors, padded = pipeline.prepare_inputs(models, request, plan, audio, text, progress, cancel)
+    latents = pipeline.sample_latents(models, request, tensors, schedule, seams, progress, cancel)
+    waveform = pipeline.postprocess(pipeline.decode_audio(models, latents, progress, cancel), request, plan, padded,
+                                    seams)
+    prompts = replace(build_prompts(plan_text_request(request, plan)), items=items)
+    return pipeline.GenerationResult(waveform, pipeline.SAMPLE_RATE, latents.float().cpu(), tuple(request.seeds),
+                                     schedule, dict(models.ids), request, plan, prompts)
