@@ -26,7 +26,7 @@ CORE_NODES = {
     "AceStepLoadVae": ["vae_name", "dtype", "download"],
     "AceStepLoadTextEncoder": ["text_encoder_name", "dtype", "download"],
     "AceStepTextEncode": ["text_encoder", "caption", "lyrics", "language", "bpm", "keyscale", "timesignature",
-                          "duration", "task", "track_name", "track_classes", "latent"],
+                          "duration", "task", "track_name", "track_classes", "latent", "blueprint"],
     "AceStepSourceAudioEncode": ["vae", "audio", "encode_mode", "seed", "batch_size"],
     "AceStepRepaintMask": ["latent", "repaint_start", "repaint_end", "mode", "strength"],
     "AceStepReferenceAudio": ["vae", "audio", "encode_mode", "seed"],
