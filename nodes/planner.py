@@ -15,6 +15,7 @@ planned again alone. The progress bar follows the tokens; Cancel stops within on
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from typing import Any, Optional
 
@@ -91,12 +92,20 @@ def plan(lm: LMHandle, mode: str, caption: str, lyrics: str, instrumental: bool,
     if mode == "simple":
         return plan_sample(runner, caption, instrumental=instrumental, language=metadata["language"], **common)
     if mode == "rewrite":
-        return plan_format(runner, caption, lyrics, **metadata, **common)
+        return keep_given(plan_format(runner, caption, lyrics, **metadata, **common), metadata)
     if mode == "understand":
         return plan_understand(runner, codes, **common)
     if mode == "random":
         return random_example(runner, **common)
     raise AceStepError(f"mode {mode!r} is not one of {', '.join(MODES)}.")
+
+
+def keep_given(blueprint: Blueprint, metadata: dict[str, Any]) -> Blueprint:
+    """The plans with the metadata the user gave, also where the LM's text stopped before writing it (a
+    capped `max_text_tokens`), so a given value always reaches the DiT."""
+    given = {key: value for key, value in metadata.items() if value not in (None, "", UNKNOWN_LANGUAGE)}
+    items = tuple(dataclasses.replace(item, **given) for item in blueprint.items)
+    return dataclasses.replace(blueprint, items=items)
 
 
 def summary(blueprint: Blueprint) -> str:
