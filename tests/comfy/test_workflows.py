@@ -2,13 +2,14 @@
 
 Each workflow is converted to an API prompt the way the frontend does (`workflow_api.workflow_to_prompt`)
 and queued with the workflow as metadata, exactly as pressing Run would. The files it names in Load Audio
-nodes are generated into the input folder (users pick their own). The workflows ship user-sized songs
-(60-120 s); decoding that much audio with the tiny 48 kHz VAE is what costs time, so every time value
-(song seconds, repaint range, source length) is scaled by `TIME_SCALE` on the queued copy; nothing else
-changes. `ACESTEP_WORKFLOWS_FULL_LENGTH=1` runs the shipped values (about 3x slower). Every file a Save Audio node writes is
-read back: 48 kHz stereo, finite, not silent, as long as the graph asks for, with the workflow inside the
-FLAC. Also: each workflow is what `scripts/workflow_builder.py` makes of its source, ComfyUI serves the
-folder as templates, and re-running with only a VAE Decode setting changed re-runs only decode and save.
+nodes are generated into the input folder (users pick their own; the workflows are written for a 60 s
+song). The workflows ship user-sized songs (60-90 s); decoding that much audio with the tiny 48 kHz VAE
+is what costs time, so the song seconds, repaint ranges and source length are scaled by `TIME_SCALE` on
+the queued copy and nothing else changes. `ACESTEP_WORKFLOWS_FULL_LENGTH=1` runs the shipped values
+(about 3x slower). Every file a Save Audio node writes is read back: 48 kHz stereo, finite, not silent,
+as long as the graph asks for, with the workflow inside the FLAC. Also: each workflow is the graph
+`scripts/workflow_builder.py` makes of its source, ComfyUI serves the folder as templates, and re-running
+with only a VAE Decode setting changed re-runs only decode and save.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ RUN_TIMEOUT_S = 900.0
 
 
 def source_waveform(seconds: float = SOURCE_SECONDS) -> np.ndarray:
-    """A stereo 48 kHz test recording `[samples, 2]` (the workflows are written for a 60 s song): a four-chord loop with a beat, different per channel."""
+    """A stereo 48 kHz test recording `[samples, 2]`: a four-chord loop with a beat, different per channel."""
     t = np.arange(int(round(seconds * RATE))) / RATE
     beat = 0.5 + 0.5 * (np.sin(2 * np.pi * 2 * t) > 0)
     roots = np.array([220.0, 174.6, 261.6, 196.0])[(t // 2).astype(int) % 4]
@@ -62,16 +63,18 @@ def read_json(path: Path) -> Any:
     return json.loads(path.read_text())
 
 
-def scaled(prompt: dict[str, Any], factor: float = TIME_SCALE) -> dict[str, Any]:
-    """A copy of `prompt` with every time value (song seconds, repaint range, stated duration) times `factor`."""
+def scaled(prompt: dict[str, Any], object_info: dict[str, Any], factor: float = TIME_SCALE) -> dict[str, Any]:
+    """A copy of `prompt` with the song and repaint times times `factor`, kept at or above the input's minimum
+    (10 s for a song). A duration stated in Text Encode stays: it is prompt text, the latent sets the length."""
     result = copy.deepcopy(prompt)
     for node in result.values():
         inputs = node["inputs"]
-        names = {"AceStepEmptyLatent": ["seconds"], "AceStepRepaintMask": ["repaint_start", "repaint_end"],
-                 "AceStepTextEncode": ["duration"]}.get(node["class_type"], [])
+        names = {"AceStepEmptyLatent": ["seconds"],
+                 "AceStepRepaintMask": ["repaint_start", "repaint_end"]}.get(node["class_type"], [])
+        declared = object_info[node["class_type"]]["input"]["required"]
         for name in names:
             if isinstance(inputs.get(name), (int, float)) and inputs[name] not in (0, -1):
-                inputs[name] = round(inputs[name] * factor, 2)
+                inputs[name] = max(round(inputs[name] * factor, 2), declared[name][1].get("min", -float("inf")))
     return result
 
 
@@ -168,7 +171,7 @@ def run_workflow(comfy: ComfyClient, workflow: dict[str, Any], prompt: dict[str,
 def test_workflow_runs_and_saves_good_audio(comfy: ComfyClient, object_info: dict[str, Any],
                                             workflow_server: comfyui_test_env.ComfyServer, path: Path) -> None:
     workflow = read_json(path)
-    prompt = scaled(workflow_to_prompt(workflow, object_info))
+    prompt = scaled(workflow_to_prompt(workflow, object_info), object_info)
     entry = run_workflow(comfy, workflow, prompt)
     saves = [key for key, node in prompt.items() if node["class_type"] in SAVE_TYPES]
     for key in saves:
@@ -219,7 +222,7 @@ def test_server_lists_the_workflows_as_templates(comfy: ComfyClient) -> None:
 def test_changing_only_the_decode_reruns_only_decode_and_save(comfy: ComfyClient, object_info: dict[str, Any],
                                                              workflow_server: comfyui_test_env.ComfyServer) -> None:
     workflow = read_json(REPO_ROOT / "workflows" / "text2music_fast.json")
-    prompt = scaled(workflow_to_prompt(workflow, object_info))
+    prompt = scaled(workflow_to_prompt(workflow, object_info), object_info)
     [decode] = [key for key, node in prompt.items() if node["class_type"] == "AceStepVaeDecode"]
     [save] = [key for key, node in prompt.items() if node["class_type"] in SAVE_TYPES]
     first = copy.deepcopy(prompt)
