@@ -2,8 +2,9 @@
 
 The file format is `acestep_core.planner.blueprint`'s (plain JSON, checked on load). Saving writes into
 ComfyUI's output folder under a numbered name and never overwrites a file; loading lists the `.json`
-files of ComfyUI's input folder (where the frontend's upload puts files) and refuses anything that is
-not a blueprint with a message that says what is wrong.
+files of ComfyUI's input folder (files sent to `/upload/image` land there too; the 0.3.75 frontend has no
+upload button for other files) and refuses anything that is not a blueprint with a message that says
+what is wrong.
 """
 
 from __future__ import annotations
@@ -97,7 +98,7 @@ class AceStepLoadBlueprint(io.ComfyNode):
             description=("Loads plans saved by Save ACE-Step Blueprint (a .json file in ComfyUI's input folder), "
                          "for ACE-Step Text Encode. Edit the file to change captions, lyrics or metadata."),
             inputs=[
-                io.Combo.Input("blueprint_file", options=blueprint_files(), upload=io.UploadType.model,
+                io.Combo.Input("blueprint_file", options=blueprint_files(),
                                tooltip="A blueprint .json file in ComfyUI's input folder (refresh the menu with R)."),
             ],
             outputs=[
