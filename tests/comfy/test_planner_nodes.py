@@ -87,14 +87,17 @@ def test_object_info_documents_the_planner_nodes(comfy: ComfyClient) -> None:
 
 
 def test_think_writes_metadata_and_five_codes_a_second(comfy: ComfyClient, output: Path) -> None:
-    entry = comfy.run(plan_prompt(seed=5, batch=2, keyscale="F# minor"), timeout_s=240)
+    """Also: a metadata widget takes a link (here bpm from a core Int primitive)."""
+    prompt = plan_prompt(seed=5, batch=2, keyscale="F# minor")
+    prompt["tempo"] = {"class_type": "PrimitiveInt", "inputs": {"value": 96}}
+    prompt["plan"]["inputs"]["bpm"] = ["tempo", 0]
+    entry = comfy.run(prompt, timeout_s=240)
     _, data = saved_blueprint(entry, output)
     assert data["mode"] == "think" and len(data["items"]) == 2
     assert data["items"][0]["seed"] == 5 and data["items"][1]["seed"] != 5
     for item in data["items"]:
         assert len(item["codes"]) == 50 and all(0 <= c < 64000 for c in item["codes"])
-        assert item["keyscale"] == "F# minor" and item["duration"] == 10.0
-        assert item["bpm"] is None or 30 <= item["bpm"] <= 300
+        assert item["keyscale"] == "F# minor" and item["duration"] == 10.0 and item["bpm"] == 96
     assert entry["outputs"]["lm"]["text"][0].startswith("ACE-Step 1.5 5 Hz LM")
 
 
