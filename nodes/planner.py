@@ -90,7 +90,8 @@ def plan(lm: LMHandle, mode: str, caption: str, lyrics: str, instrumental: bool,
     common = dict(batch_size=batch_size, seeds=seed, settings=settings, rng=rng, progress=progress,
                   cancel=interrupted)
     if mode == "simple":
-        return plan_sample(runner, caption, instrumental=instrumental, language=metadata["language"], **common)
+        sample = plan_sample(runner, caption, instrumental=instrumental, language=metadata["language"], **common)
+        return keep_given(sample, {"language": metadata["language"]})
     if mode == "rewrite":
         return keep_given(plan_format(runner, caption, lyrics, **metadata, **common), metadata)
     if mode == "understand":
