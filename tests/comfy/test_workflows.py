@@ -65,12 +65,14 @@ def read_json(path: Path) -> Any:
 
 def scaled(prompt: dict[str, Any], object_info: dict[str, Any], factor: float = TIME_SCALE) -> dict[str, Any]:
     """A copy of `prompt` with the song and repaint times times `factor`, kept at or above the input's minimum
-    (10 s for a song). A duration stated in Text Encode stays: it is prompt text, the latent sets the length."""
+    (10 s for a song). A duration stated in Text Encode stays: it is prompt text, the latent sets the length.
+    The planner's duration is scaled too: its codes (5 per second) set the length of the song they plan."""
     result = copy.deepcopy(prompt)
     for node in result.values():
         inputs = node["inputs"]
         names = {"AceStepEmptyLatent": ["seconds"],
-                 "AceStepRepaintMask": ["repaint_start", "repaint_end"]}.get(node["class_type"], [])
+                 "AceStepRepaintMask": ["repaint_start", "repaint_end"],
+                 "AceStepLMPlanner": ["duration"]}.get(node["class_type"], [])
         declared = object_info[node["class_type"]]["input"]["required"]
         for name in names:
             if isinstance(inputs.get(name), (int, float)) and inputs[name] not in (0, -1):
