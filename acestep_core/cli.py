@@ -2,6 +2,7 @@
 
     acestep generate --caption "dream pop, female vocal" --lyrics song.txt --duration 60 --seed 7 --batch 4
     acestep generate --task cover --src song.flac --caption "jazz trio" --out covers/
+    acestep generate --caption "city pop" --lyrics song.txt --lm acestep-5Hz-lm-1.7B --save-blueprint
 
 Models are the official folders under `--models-dir` (fetched from Hugging Face with `--download`).
 Each take is written as a new file (existing files are never replaced) and its path and seed are
@@ -18,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from acestep_core.cli_planner import add_planner_options, generate_planned, make_blueprint, save_plan
 from acestep_core.errors import AceStepError
 
 FORMATS = ("flac", "wav", "mp3")
@@ -125,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="acestep", description="ACE-Step 1.5 text-to-music (comfyui-acestep engine).")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     generate = commands.add_parser("generate", help="make songs", description="Make songs with ACE-Step 1.5.")
-    for add in (_add_text_options, _add_task_options, _add_sampler_options, _add_output_options):
+    for add in (_add_text_options, _add_task_options, _add_sampler_options, add_planner_options, _add_output_options):
         add(generate)
     return parser
 
@@ -189,7 +191,7 @@ def _device_and_dtype(args: argparse.Namespace) -> tuple[Any, str]:
 
 
 class _ProgressBar:
-    """One tqdm bar per stage on stderr ("encode", "sample", "decode")."""
+    """One tqdm bar per stage on stderr ("plan-cot", "plan-codes", "encode", "sample", "decode")."""
 
     def __init__(self, enabled: bool):
         self.enabled = enabled
@@ -204,7 +206,8 @@ class _ProgressBar:
         if stage != self.stage or self.bar is None or self.bar.total != total:
             self.close()
             self.stage = stage
-            self.bar = tqdm(total=total, desc=stage, unit="step" if stage == "sample" else "window",
+            unit = "step" if stage == "sample" else "token" if stage.startswith("plan") else "window"
+            self.bar = tqdm(total=total, desc=stage, unit=unit,
                             file=sys.stderr, leave=False)
         self.bar.update(done - self.bar.n)
 
@@ -250,7 +253,7 @@ def _check_models_present(args: argparse.Namespace) -> None:
     if args.download:
         return
     root = Path(args.models_dir).expanduser()
-    for name in (args.dit, args.vae, args.text_encoder):
+    for name in (args.dit, args.vae, args.text_encoder, *([args.lm] if args.lm else [])):
         if name in OFFICIAL_MODELS and not Path(name).expanduser().exists():
             missing = missing_files(name, root)
             if missing:
@@ -271,12 +274,19 @@ def run_generate(args: argparse.Namespace) -> int:
                          device=device, dtype=dtype, download=args.download, variant=args.variant)
     bar = _ProgressBar(not args.quiet)
     try:
-        result = generate(request, models, progress=bar)
+        blueprint = make_blueprint(args, request, device, dtype, progress=bar)
+        if blueprint is None:
+            result = generate(request, models, progress=bar)
+        else:
+            result = generate_planned(request, blueprint, models, progress=bar)
     finally:
         bar.close()
-    paths = save_takes(result, Path(args.out).expanduser(), args.name, args.format)
+    out_dir = Path(args.out).expanduser()
+    paths = save_takes(result, out_dir, args.name, args.format)
     for index, (path, seed) in enumerate(zip(paths, result.seeds)):
         print(f"take {index + 1}: seed {seed} -> {path}")
+    if blueprint is not None and args.save_blueprint:
+        print(f"plan -> {save_plan(blueprint, out_dir, args.name)}")
     return 0
 
 
