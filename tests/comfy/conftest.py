@@ -40,12 +40,25 @@ def comfy_env() -> comfyui_test_env.TestEnv:
 def comfy_server(comfy_env: comfyui_test_env.TestEnv,
                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[comfyui_test_env.ComfyServer]:
     base = comfyui_test_env.prepare_base(tmp_path_factory.mktemp("comfy-base"), REPO_ROOT)
+    _training_songs(base / "input" / "acestep_lora_dataset")
     server = comfyui_test_env.start_server(comfy_env, base)
     _TIMINGS["startup_s"] = server.startup_s
     try:
         yield server
     finally:
         server.stop()
+
+
+def _training_songs(folder: Path) -> None:
+    """Two 0.8 s songs in the folder `workflows/lora_train.json` scans (users put theirs there)."""
+    import numpy as np
+    import soundfile
+
+    folder.mkdir(parents=True, exist_ok=True)
+    t = np.arange(38400) / 48000
+    for name, freq in (("first.wav", 220.0), ("second.flac", 330.0)):
+        tone = (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+        soundfile.write(folder / name, np.stack([tone, tone], axis=1), 48000)
 
 
 @pytest.fixture(scope="session")
