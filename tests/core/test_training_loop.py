@@ -199,3 +199,26 @@ def test_recipe_time_steps_and_learning_rate_schedule() -> None:
     assert rates[0] == pytest.approx(1e-4) and rates[5] == pytest.approx(1e-3)
     assert max(rates) == pytest.approx(1e-3) and rates[-1] > 1e-5
     assert scheduler.get_last_lr()[0] == pytest.approx(1e-5)   # cosine reaches 0.01·lr at the end
+
+
+def test_peft_itself_loads_the_saved_folder(tmp_path: Path) -> None:
+    """The folder is a genuine PEFT adapter: PEFT's own loader on a fresh decoder gives the merged output."""
+    peft = pytest.importorskip("peft")
+    from safetensors.torch import load_file
+
+    dit = tiny_dit()
+    item = songs(dit, 1)[0]
+    injection = LoRAInjection(dit, rank=3, alpha=5.0, dropout=0.0, seed=1)
+    with torch.no_grad():
+        for index, layer in enumerate(injection.layers.values()):
+            layer.lora_B.copy_(torch.randn(layer.lora_B.shape, generator=torch.Generator().manual_seed(index)))
+    adapter = injection.adapter("probe")
+    injection.remove()
+    folder = save_peft_adapter(adapter, tmp_path / "peft")
+    other = tiny_dit()
+    decoder = peft.inject_adapter_in_model(peft.LoraConfig.from_pretrained(str(folder)), other.decoder)
+    weights = {k.removeprefix("base_model.model."): v for k, v in load_file(folder / "adapter_model.safetensors").items()}
+    assert not peft.set_peft_model_state_dict(decoder, weights).unexpected_keys
+    other.eval()
+    apply_adapters(dit, [(read_adapter(folder), 1.0)])
+    torch.testing.assert_close(output(other, item), output(dit, item), atol=2e-5, rtol=1e-4)
