@@ -19,6 +19,7 @@ import pytest
 import soundfile
 
 from .client import ComfyClient, execution_error
+from .node_definitions import check_node_definitions
 from .tiny_model_folders import COMFY_DIT, COMFY_VAE, install_model_folders
 
 CORE_NODES = {
@@ -126,20 +127,7 @@ def check_song(data: np.ndarray, rate: int, frames: int) -> None:
 
 
 def test_object_info_documents_every_core_node(comfy: ComfyClient, core_models: Path) -> None:
-    info = comfy.object_info()
-    for node, inputs in CORE_NODES.items():
-        assert node in info, f"{node} is not registered"
-        definition = info[node]
-        assert definition["category"] == "audio/ACE-Step" and definition["description"]
-        declared = {**definition["input"]["required"], **definition["input"].get("optional", {})}
-        assert list(declared) == inputs, node
-        for name, (_, options) in declared.items():
-            assert options.get("tooltip"), f"{node}.{name} has no tooltip"
-        assert all(definition["output_tooltips"]), node
-        page = comfy.get(f"/extensions/{comfyui_test_env.PACK_FOLDER_NAME}/docs/{node}.md").decode()
-        assert page.startswith(f"# {definition['display_name']}"), node
-        for name in inputs:
-            assert f"`{name}`" in page, f"{node}.{name} is missing from its help page"
+    check_node_definitions(comfy, CORE_NODES, "audio/ACE-Step")
 
 
 def test_loader_menus_list_official_folders_and_comfy_files(comfy: ComfyClient, core_models: Path) -> None:

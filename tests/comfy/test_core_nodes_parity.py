@@ -9,33 +9,12 @@ encode node's seed is the sampler's, as the node help says).
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-
 import comfyui_test_env
 
-SCRIPT = r"""
-import asyncio, importlib.util, json, sys, tempfile
-from pathlib import Path
-from comfy.cli_args import args
-args.cpu = True
-base = Path(tempfile.mkdtemp())
-args.base_directory = str(base)
-repo, cache = sys.argv[1], Path(sys.argv[2])
-sys.path.insert(0, repo)
-sys.path.insert(0, repo + "/scripts")
-import torch
-from tests.comfy.tiny_model_folders import install_model_folders
+from .in_process import run_report
+
+BODY = r"""
 from tests.comfy.test_core_nodes import RATE, source_waveform
-install_model_folders(base / "models", cache)
-spec = importlib.util.spec_from_file_location("acestep_pack_under_test", repo + "/__init__.py",
-                                              submodule_search_locations=[repo])
-pack = importlib.util.module_from_spec(spec)
-sys.modules[spec.name] = pack
-spec.loader.exec_module(pack)
-nodes = {cls.GET_SCHEMA().node_id: cls.PREPARE_CLASS_CLONE({})
-         for cls in asyncio.run(asyncio.run(pack.comfy_entrypoint()).get_node_list())}
 
 def run(node, **inputs):
     return nodes[node].execute(**inputs).result[0]
@@ -89,13 +68,7 @@ print(json.dumps(report))
 
 
 def test_nodes_match_the_pipeline(comfy_env: comfyui_test_env.TestEnv) -> None:
-    env = dict(os.environ, HF_HUB_OFFLINE="1",
-               PYTHONPATH=os.pathsep.join(filter(None, [str(comfy_env.stubs_dir), os.environ.get("PYTHONPATH")])))
-    result = subprocess.run(
-        [str(comfy_env.python), "-c", SCRIPT, str(comfyui_test_env.REPO_ROOT), str(comfy_env.home / "tiny-models")],
-        cwd=comfy_env.comfyui_dir, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-4000:]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
+    report = run_report(comfy_env, BODY)
     text2music, extend = report["text2music"], report["extend"]
     assert text2music["seeds"][0] == 7 and len(set(text2music["seeds"])) == 2
     assert text2music["shape"] == [2, 2, 250 * 1920] and text2music["rate"] == 48000

@@ -11,9 +11,6 @@ after the loader is removed from the graph gives the base song bit for bit.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -22,30 +19,14 @@ import pytest
 import torch
 
 from .client import ComfyClient, execution_error
+from .in_process import run_report
+from .node_definitions import check_node_definitions
 from .test_core_nodes import core_models, song_prompt  # noqa: F401  (core_models is a fixture)
 from .test_empty_latent import saved_latent
 from .tiny_model_folders import LOKR_FILE, LORA_FILE, LORA_FOLDER, WIDE_LORA_FILE
 
-SCRIPT = r"""
-import asyncio, importlib.util, json, sys, tempfile
-from pathlib import Path
-from comfy.cli_args import args
-args.cpu = True
-base = Path(tempfile.mkdtemp())
-args.base_directory = str(base)
-repo, cache = sys.argv[1], Path(sys.argv[2])
-sys.path.insert(0, repo)
-sys.path.insert(0, repo + "/scripts")
-import torch
-from tests.comfy.tiny_model_folders import LOKR_FILE, LORA_FILE, LORA_FOLDER, WIDE_LORA_FILE, install_model_folders
-install_model_folders(base / "models", cache)
-spec = importlib.util.spec_from_file_location("acestep_pack_under_test", repo + "/__init__.py",
-                                              submodule_search_locations=[repo])
-pack = importlib.util.module_from_spec(spec)
-sys.modules[spec.name] = pack
-spec.loader.exec_module(pack)
-nodes = {cls.GET_SCHEMA().node_id: cls.PREPARE_CLASS_CLONE({})
-         for cls in asyncio.run(asyncio.run(pack.comfy_entrypoint()).get_node_list())}
+BODY = r"""
+from tests.comfy.tiny_model_folders import LOKR_FILE, LORA_FILE, LORA_FOLDER, WIDE_LORA_FILE
 
 def run(node, **inputs):
     return nodes[node].execute(**inputs)
@@ -156,13 +137,7 @@ print(json.dumps(report))
 
 @pytest.fixture(scope="module")
 def report(comfy_env: comfyui_test_env.TestEnv) -> dict[str, Any]:
-    env = dict(os.environ, HF_HUB_OFFLINE="1",
-               PYTHONPATH=os.pathsep.join(filter(None, [str(comfy_env.stubs_dir), os.environ.get("PYTHONPATH")])))
-    result = subprocess.run(
-        [str(comfy_env.python), "-c", SCRIPT, str(comfyui_test_env.REPO_ROOT), str(comfy_env.home / "tiny-models")],
-        cwd=comfy_env.comfyui_dir, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-4000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return run_report(comfy_env, BODY)
 
 
 @pytest.mark.parametrize("stack", ["file", "peft", "lokr", "chain"])
@@ -234,17 +209,7 @@ def _with_loras(prompt: dict[str, Any], *loras: tuple[str, float]) -> dict[str, 
 
 @pytest.mark.usefixtures("core_models")
 def test_nodes_menu_and_help_pages(comfy: ComfyClient) -> None:
-    info = comfy.object_info()
-    for node, inputs in LORA_NODES.items():
-        definition = info[node]
-        assert definition["category"] == "audio/ACE-Step/LoRA" and definition["description"], node
-        declared = {**definition["input"]["required"], **definition["input"].get("optional", {})}
-        assert list(declared) == inputs, node
-        assert all(options.get("tooltip") for _, options in declared.values()), node
-        assert all(definition["output_tooltips"]), node
-        page = comfy.get(f"/extensions/{comfyui_test_env.PACK_FOLDER_NAME}/docs/{node}.md").decode()
-        assert page.startswith(f"# {definition['display_name']}"), node
-        assert all(f"`{name}`" in page for name in inputs), node
+    info = check_node_definitions(comfy, LORA_NODES, "audio/ACE-Step/LoRA")
     menu = info["AceStepLoraLoader"]["input"]["required"]["lora_name"][1]["options"]
     assert {LORA_FILE, LORA_FOLDER, LOKR_FILE, WIDE_LORA_FILE} <= set(menu), menu
     assert not any(name.startswith(f"{LORA_FOLDER}/") for name in menu), menu

@@ -19,6 +19,7 @@ import pytest
 import soundfile
 
 from .client import ComfyClient, execution_error
+from .node_definitions import check_node_definitions
 from .test_core_nodes import core_models, song_prompt  # noqa: F401  (core_models is a fixture)
 
 pytestmark = pytest.mark.usefixtures("core_models")
@@ -109,18 +110,7 @@ def batch_run(comfy: ComfyClient) -> dict[str, Any]:
 
 
 def test_object_info_documents_the_nodes(comfy: ComfyClient) -> None:
-    info = comfy.object_info()
-    for node, inputs in NEW_NODES.items():
-        definition = info[node]
-        assert definition["category"] == "audio/ACE-Step" and definition["description"]
-        declared = {**definition["input"]["required"], **definition["input"].get("optional", {})}
-        assert list(declared) == inputs, node
-        assert all(options.get("tooltip") for _, options in declared.values()), node
-        assert all(definition["output_tooltips"]), node
-        page = comfy.get(f"/extensions/{comfyui_test_env.PACK_FOLDER_NAME}/docs/{node}.md").decode()
-        assert page.startswith(f"# {definition['display_name']}"), node
-        for name in inputs:
-            assert f"`{name}`" in page, f"{node}.{name} is missing from its help page"
+    check_node_definitions(comfy, NEW_NODES, "audio/ACE-Step")
     assert "`lrc`" in comfy.get(f"/extensions/{comfyui_test_env.PACK_FOLDER_NAME}/docs/AceStepSaveAudio.md").decode()
 
 

@@ -19,6 +19,7 @@ import comfyui_test_env
 import pytest
 
 from .client import ComfyClient, PromptRejected, execution_error, messages
+from .node_definitions import check_node_definitions
 from .test_core_nodes import check_song, core_models, saved_songs  # noqa: F401  (core_models is a fixture)
 from .tiny_model_folders import COMFY_LM, LM_FOLDER
 
@@ -67,20 +68,7 @@ def output(comfy_server: comfyui_test_env.ComfyServer) -> Path:
 
 
 def test_object_info_documents_the_planner_nodes(comfy: ComfyClient) -> None:
-    info = comfy.object_info()
-    for node, inputs in PLANNER_NODES.items():
-        assert node in info, f"{node} is not registered"
-        definition = info[node]
-        assert definition["category"] == "audio/ACE-Step" and definition["description"]
-        declared = {**definition["input"]["required"], **definition["input"].get("optional", {})}
-        assert list(declared) == inputs, node
-        for name, spec in declared.items():
-            options = spec[1] if len(spec) > 1 else {}
-            assert options.get("tooltip"), f"{node}.{name} has no tooltip"
-        page = comfy.get(f"/extensions/{comfyui_test_env.PACK_FOLDER_NAME}/docs/{node}.md").decode()
-        assert page.startswith(f"# {definition['display_name']}"), node
-        for name in inputs:
-            assert f"`{name}`" in page, f"{node}.{name} is missing from its help page"
+    info = check_node_definitions(comfy, PLANNER_NODES, "audio/ACE-Step")
     menu = info["AceStepLoadLM"]["input"]["required"]["lm_name"][1]["options"]
     assert {"acestep/acestep-5Hz-lm-1.7B", f"acestep/{LM_FOLDER}", LM_FILE} <= set(menu)
     assert info["AceStepLMPlanner"]["output"] == ["ACESTEP_BLUEPRINT", "STRING", "STRING"]

@@ -18,6 +18,7 @@ import torch
 from acestep_core.lora import read_adapter
 
 from .client import ComfyClient, execution_error
+from .node_definitions import check_node_definitions
 from .test_core_nodes import core_models, song_prompt  # noqa: F401  (core_models is a fixture)
 from .test_empty_latent import saved_latent
 
@@ -83,17 +84,7 @@ def train_prompt(run: str, **train: Any) -> dict[str, Any]:
 
 @pytest.mark.usefixtures("core_models")
 def test_nodes_menu_and_help_pages(comfy: ComfyClient) -> None:
-    info = comfy.object_info()
-    for node, inputs in TRAINING_NODES.items():
-        definition = info[node]
-        assert definition["category"] == "audio/ACE-Step/Training" and definition["description"], node
-        declared = {**definition["input"]["required"], **definition["input"].get("optional", {})}
-        assert list(declared) == inputs, node
-        assert all(options.get("tooltip") for _, options in declared.values()), node
-        assert all(definition["output_tooltips"]), node
-        page = comfy.get(f"/extensions/{comfyui_test_env.PACK_FOLDER_NAME}/docs/{node}.md").decode()
-        assert page.startswith(f"# {definition['display_name']}"), node
-        assert all(f"`{name}`" in page for name in inputs), node
+    check_node_definitions(comfy, TRAINING_NODES, "audio/ACE-Step/Training")
 
 
 @pytest.mark.usefixtures("core_models")
