@@ -5,7 +5,8 @@ socket, link id and position; writing one by hand is error-prone. Its meaning is
 short and reviewable. So each workflow is kept as an API prompt and this script lays it out as the
 frontend would save it, using the server's `/object_info` for widget order, socket types and output names.
 `tests/comfy/workflow_api.workflow_to_prompt` turns the result back into exactly the source prompt (minus
-notes), and `tests/comfy/test_workflows.py` checks that for every workflow.
+notes), and `tests/comfy/test_workflows.py` checks that for every workflow. Both sides take the frontend's
+widget rules (which inputs are widgets, their order, the seed's extra control value) from `workflow_api`.
 
 Source format (`scripts/workflow_sources/<name>.json`): an API prompt
 `{"<id>": {"class_type": ..., "inputs": {name: value or ["<source id>", slot]}, "_meta": {"title": ...}}}`.
@@ -40,12 +41,14 @@ from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from tests.comfy.workflow_api import has_control_value, input_specs, is_widget, widget_options  # noqa: E402
 SOURCES_DIR = REPO_ROOT / "scripts" / "workflow_sources"
 WORKFLOWS_DIR = REPO_ROOT / "workflows"
 
 NOTE_TYPES = {"Note", "MarkdownNote"}
-WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
-SEED_NAMES = {"seed", "noise_seed"}
 CONTROL_DEFAULT = "fixed"
 # Widgets the frontend adds after a combo with `audio_upload` (player, upload button): sockets and saved values.
 AUDIO_UPLOAD_EXTRAS = [("audioUI", "AUDIO_UI", None), ("upload", "AUDIOUPLOAD", None)]
@@ -66,38 +69,12 @@ class BuildError(ValueError):
     """The source cannot become a workflow (unknown node type, bad id, link to a missing node, ...)."""
 
 
-def _specs(info: dict[str, Any]) -> dict[str, list[Any]]:
-    """Input name -> `[type, options]` in the order the frontend creates sockets and widgets."""
-    specs = {**info["input"].get("required", {}), **info["input"].get("optional", {})}
-    order = info.get("input_order")
-    names = [*order.get("required", []), *order.get("optional", [])] if order else list(specs)
-    return {name: specs[name] for name in names if name in specs}
-
-
-def _options(spec: list[Any]) -> dict[str, Any]:
-    return spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
-
-
 def _type_name(spec: list[Any]) -> str:
     return "COMBO" if isinstance(spec[0], list) else spec[0]
 
 
-def _is_widget(spec: list[Any]) -> bool:
-    options = _options(spec)
-    if options.get("forceInput") or options.get("rawLink"):
-        return False
-    return isinstance(spec[0], list) or spec[0] in WIDGET_TYPES or "widgetType" in options
-
-
-def _has_control(name: str, spec: list[Any]) -> bool:
-    options = _options(spec)
-    if "control_after_generate" in options:
-        return bool(options["control_after_generate"])
-    return spec[0] == "INT" and name in SEED_NAMES
-
-
 def _default(name: str, spec: list[Any]) -> Any:
-    options = _options(spec)
+    options = widget_options(spec)
     if "default" in options:
         return options["default"]
     choices = spec[0] if isinstance(spec[0], list) else options.get("options")
@@ -138,16 +115,16 @@ def _depths(graph: dict[str, dict[str, Any]]) -> dict[str, int]:
 
 
 def _node_size(specs: dict[str, list[Any]], linked: set[str], outputs: int) -> list[int]:
-    sockets = [name for name, spec in specs.items() if not _is_widget(spec) or name in linked]
-    widgets = [(name, spec) for name, spec in specs.items() if _is_widget(spec) and name not in linked]
+    sockets = [name for name, spec in specs.items() if not is_widget(spec) or name in linked]
+    widgets = [(name, spec) for name, spec in specs.items() if is_widget(spec) and name not in linked]
     height = TITLE_HEIGHT + SLOT_HEIGHT * max(len(sockets), outputs, 1)
     wide = False
     for name, spec in widgets:
-        if spec[0] == "STRING" and _options(spec).get("multiline"):
+        if spec[0] == "STRING" and widget_options(spec).get("multiline"):
             height += LYRICS_HEIGHT if name == "lyrics" else MULTILINE_HEIGHT
             wide = True
         else:
-            height += WIDGET_HEIGHT + (WIDGET_HEIGHT if _has_control(name, spec) else 0)
+            height += WIDGET_HEIGHT + (WIDGET_HEIGHT if has_control_value(name, spec) else 0)
     return [WIDE_NODE_WIDTH if wide else NODE_WIDTH, height + 10]
 
 
@@ -159,7 +136,7 @@ def _check_source(source: dict[str, Any], object_info: dict[str, Any]) -> None:
             continue
         if kind not in object_info:
             raise BuildError(f"node {key}: type '{kind}' is not installed on the server")
-        specs = _specs(object_info[kind])
+        specs = input_specs(object_info[kind])
         for name, value in node.get("inputs", {}).items():
             if name not in specs:
                 raise BuildError(f"node {key} ({kind}) has no input '{name}'")
@@ -182,9 +159,9 @@ def _sockets(graph: dict[str, dict[str, Any]], object_info: dict[str, Any]
     outgoing: dict[tuple[str, int], list[int]] = {}
     for key in sorted(graph, key=_node_id):
         entries = []
-        for name, spec in _specs(object_info[graph[key]["class_type"]]).items():
+        for name, spec in input_specs(object_info[graph[key]["class_type"]]).items():
             entry: dict[str, Any] = {"name": name, "localized_name": name, "type": _type_name(spec)}
-            if _is_widget(spec):
+            if is_widget(spec):
                 entry["widget"] = {"name": name}
             entry["link"] = None
             value = graph[key]["inputs"].get(name)
@@ -194,7 +171,7 @@ def _sockets(graph: dict[str, dict[str, Any]], object_info: dict[str, Any]
                 links.append([entry["link"], _node_id(value[0]), value[1], _node_id(key), len(entries), origin_type])
                 outgoing.setdefault((value[0], value[1]), []).append(entry["link"])
             entries.append(entry)
-            if _options(spec).get("audio_upload"):
+            if widget_options(spec).get("audio_upload"):
                 entries += [{"name": extra, "localized_name": extra, "type": kind, "widget": {"name": extra},
                              "link": None} for extra, kind, _ in AUDIO_UPLOAD_EXTRAS]
         inputs_of[key] = entries
@@ -205,13 +182,13 @@ def _widgets_values(node: dict[str, Any], specs: dict[str, list[Any]]) -> list[A
     """Widget values in the frontend's order, with the seed control and upload extras it saves."""
     values: list[Any] = []
     for name, spec in specs.items():
-        if not _is_widget(spec):
+        if not is_widget(spec):
             continue
         value = node["inputs"].get(name)
         values.append(_default(name, spec) if value is None or _is_link(value) else value)
-        if _has_control(name, spec):
+        if has_control_value(name, spec):
             values.append(CONTROL_DEFAULT)
-        if _options(spec).get("audio_upload"):
+        if widget_options(spec).get("audio_upload"):
             values += [saved for _, _, saved in AUDIO_UPLOAD_EXTRAS]
     return values
 
@@ -251,7 +228,7 @@ def build_workflow(source: dict[str, Any], object_info: dict[str, Any]) -> dict[
     nodes: list[dict[str, Any]] = []
     for order, key in enumerate(sorted(graph, key=lambda key: (depths[key], _node_id(key)))):
         node, info = graph[key], object_info[graph[key]["class_type"]]
-        specs = _specs(info)
+        specs = input_specs(info)
         output_names = info.get("output_name") or info["output"]
         outputs = [{"name": output_names[slot], "localized_name": output_names[slot], "type": kind,
                     "links": outgoing.get((key, slot), [])} for slot, kind in enumerate(info["output"])]
@@ -289,8 +266,8 @@ def expected_prompt(source: dict[str, Any], object_info: dict[str, Any]) -> dict
         if node["class_type"] in NOTE_TYPES:
             continue
         info = object_info[node["class_type"]]
-        inputs = {name: _default(name, spec) for name, spec in _specs(info).items()
-                  if _is_widget(spec) and name not in node["inputs"]}
+        inputs = {name: _default(name, spec) for name, spec in input_specs(info).items()
+                  if is_widget(spec) and name not in node["inputs"]}
         inputs.update(node["inputs"])
         title = _title(node) or info.get("display_name") or node["class_type"]
         result[key] = {"inputs": inputs, "class_type": node["class_type"], "_meta": {"title": title}}
@@ -323,7 +300,6 @@ def write_workflows(paths: dict[str, Path], object_info: dict[str, Any], out_dir
 def server_object_info() -> dict[str, Any]:
     """`/object_info` of the test ComfyUI with the tiny models installed (so model menus hold the official names)."""
     sys.path.insert(0, str(REPO_ROOT / "scripts"))
-    sys.path.insert(0, str(REPO_ROOT))
     import comfyui_test_env
 
     from tests.comfy.client import ComfyClient

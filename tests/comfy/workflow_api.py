@@ -32,7 +32,7 @@ def _links(workflow: dict[str, Any]) -> dict[int, tuple[int, int]]:
     return result
 
 
-def _input_spec(info: dict[str, Any]) -> dict[str, list[Any]]:
+def input_specs(info: dict[str, Any]) -> dict[str, list[Any]]:
     """Input name -> `[type, options]` in the order the frontend walks widgets."""
     specs = {**info["input"].get("required", {}), **info["input"].get("optional", {})}
     order = info.get("input_order")
@@ -40,20 +40,20 @@ def _input_spec(info: dict[str, Any]) -> dict[str, list[Any]]:
     return {name: specs[name] for name in names if name in specs}
 
 
-def _options(spec: list[Any]) -> dict[str, Any]:
+def widget_options(spec: list[Any]) -> dict[str, Any]:
     return spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
 
 
-def _is_widget(spec: list[Any]) -> bool:
-    options = _options(spec)
+def is_widget(spec: list[Any]) -> bool:
+    options = widget_options(spec)
     if options.get("forceInput") or options.get("rawLink"):
         return False
     kind = spec[0]
     return isinstance(kind, list) or kind in WIDGET_TYPES or "widgetType" in options
 
 
-def _has_control_value(name: str, spec: list[Any]) -> bool:
-    options = _options(spec)
+def has_control_value(name: str, spec: list[Any]) -> bool:
+    options = widget_options(spec)
     if "control_after_generate" in options:
         return bool(options["control_after_generate"])
     return spec[0] == "INT" and name in SEED_NAMES
@@ -65,11 +65,11 @@ def _widget_values(node: dict[str, Any], specs: dict[str, list[Any]]) -> dict[st
         return {name: value for name, value in values.items() if name in specs}
     result, position = {}, 0
     for name, spec in specs.items():
-        if not _is_widget(spec) or position >= len(values):
+        if not is_widget(spec) or position >= len(values):
             continue
         result[name] = values[position]
         position += 1
-        if _has_control_value(name, spec) and position < len(values) and values[position] in CONTROL_VALUES:
+        if has_control_value(name, spec) and position < len(values) and values[position] in CONTROL_VALUES:
             position += 1
     return result
 
@@ -119,7 +119,7 @@ def workflow_to_prompt(workflow: dict[str, Any], object_info: dict[str, Any]) ->
     prompt = {}
     for node in active:
         info = object_info[node["type"]]
-        specs = _input_spec(info)
+        specs = input_specs(info)
         inputs = _widget_values(node, specs)
         for entry in node.get("inputs") or []:
             name = entry.get("name")
