@@ -74,7 +74,10 @@ QUICK = Profile(64, 2, 128, 4, 2, 16, lyric_repeats=2, cot_tokens=24, codes=16, 
 
 
 class PlainDecoder:
-    """The baseline: no cache; every step runs the whole sequence and the whole output layer."""
+    """The baseline: no cache; every step runs the whole sequence and the whole output layer.
+
+    `tests/core/test_planner_generate.py` uses it as the reference the KV-cached decoder must match token for
+    token, so the loop timed here is known to decode the same tokens."""
 
     def __init__(self, model: Any, tables: TokenTables):
         self.model, self.tables, self.device = model, tables, model.lm_head.weight.device

@@ -15,6 +15,7 @@ from acestep_core.planner.engine import Job, generate, left_pad
 from acestep_core.planner.model import KVDecoder
 from acestep_core.planner.sampling import Sampling
 from acestep_core.vae_tiling import Cancelled
+from benchmarks.bench_planner import PlainDecoder  # the no-cache loop the benchmark times is the reference here
 from tests.core.tiny_lm import lm_tokenizer, single_thread, tiny_lm  # noqa: F401 (fixture)
 
 FAST = PlannerSettings(max_duration=12, max_text_tokens=120)
@@ -24,33 +25,6 @@ REQUEST = PlanRequest(caption="sad indie folk", lyrics="[Verse]\nla la", use_cot
 @pytest.fixture(scope="module")
 def lm() -> PlannerLM:
     return PlannerLM(tiny_lm(0), lm_tokenizer())
-
-
-class PlainDecoder:
-    """The reference: every step runs the whole sequence again, no cache (as a textbook loop would)."""
-
-    def __init__(self, model, tables):
-        self.model, self.tables, self.device = model, tables, torch.device("cpu")
-
-    def start(self, ids: torch.Tensor, mask: torch.Tensor) -> None:
-        self.ids, self.mask = ids, mask
-
-    def feed(self, tokens: torch.Tensor) -> None:
-        self.ids = torch.cat([self.ids, tokens[:, None]], dim=1)
-        self.mask = torch.cat([self.mask, torch.ones_like(tokens)[:, None]], dim=1)
-
-    @torch.inference_mode()
-    def logits(self, codes_only: bool) -> torch.Tensor:
-        positions = (self.mask.cumsum(-1) - 1).clamp(min=0)
-        out = self.model(input_ids=self.ids, attention_mask=self.mask, position_ids=positions,
-                         use_cache=False).logits[:, -1]
-        if not codes_only:
-            return out
-        span, eos = self.tables.code_slice, self.tables.eos
-        return torch.cat([out[:, span], out[:, eos:eos + 1]], dim=1)
-
-    def keep(self, rows: torch.Tensor) -> None:
-        self.ids, self.mask = self.ids[rows], self.mask[rows]
 
 
 def test_exact_code_count_with_a_user_duration(lm: PlannerLM) -> None:
