@@ -87,6 +87,24 @@ class ComfyClient:
         """Stop the running prompt (only `prompt_id`, when given and running)."""
         self._request("/interrupt", {"prompt_id": prompt_id} if prompt_id else {})
 
+    def is_running(self, prompt_id: str) -> bool:
+        return any(item[1] == prompt_id for item in self.get_json("/queue")["queue_running"])
+
+    def interrupt_when_running(self, prompt_id: str, settle_s: float, start_timeout_s: float = 60.0,
+                               stop_timeout_s: float = 60.0) -> tuple[dict[str, Any], float]:
+        """Wait until `prompt_id` runs, let it work `settle_s`, interrupt it; its history entry and the seconds
+        from the interrupt to its end. Fails if it never starts or ends before it could be interrupted."""
+        deadline = time.monotonic() + start_timeout_s
+        while not self.is_running(prompt_id):
+            assert time.monotonic() < deadline, "the prompt never started"
+            assert self.history(prompt_id) is None, "the prompt finished before it could be interrupted"
+            time.sleep(0.05)
+        time.sleep(settle_s)
+        asked = time.monotonic()
+        self.interrupt(prompt_id)
+        entry = self.wait(prompt_id, timeout_s=stop_timeout_s)
+        return entry, time.monotonic() - asked
+
     def view(self, filename: str, subfolder: str = "", folder_type: str = "output") -> bytes:
         query = urllib.parse.urlencode({"filename": filename, "subfolder": subfolder, "type": folder_type})
         return self._request(f"/view?{query}")

@@ -3,7 +3,6 @@ running, and an interrupt stops a long sampler run within a step."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pytest
@@ -66,10 +65,6 @@ def test_server_runs_a_good_prompt_after_the_errors(comfy: ComfyClient) -> None:
     assert execution_error(entry) is None, execution_error(entry)
 
 
-def _running(comfy: ComfyClient, prompt_id: str) -> bool:
-    return any(item[1] == prompt_id for item in comfy.get_json("/queue")["queue_running"])
-
-
 def test_interrupt_stops_a_long_sampler_run(comfy: ComfyClient) -> None:
     """A 240 s base-model song with 200 guided Heun steps (800 model calls) runs far longer than the
     moment it takes to interrupt, even on a fast machine; it stops within a step.
@@ -84,16 +79,7 @@ def test_interrupt_stops_a_long_sampler_run(comfy: ComfyClient) -> None:
     warm = comfy.run(prompt(1), timeout_s=300)
     assert execution_error(warm) is None, execution_error(warm)
     prompt_id = comfy.queue(prompt(200))
-    deadline = time.monotonic() + 60
-    while not _running(comfy, prompt_id):
-        assert time.monotonic() < deadline, "the prompt never started"
-        assert comfy.history(prompt_id) is None, "the prompt finished before it could be interrupted"
-        time.sleep(0.05)
-    time.sleep(0.2)
-    asked = time.monotonic()
-    comfy.interrupt(prompt_id)
-    entry = comfy.wait(prompt_id, timeout_s=60)
-    stopped_after = time.monotonic() - asked
+    entry, stopped_after = comfy.interrupt_when_running(prompt_id, settle_s=0.2)
     interrupted = messages(entry, "execution_interrupted")
     assert interrupted and interrupted[0]["node_id"] == "sample", entry["status"]
     assert stopped_after < 10, f"the sampler took {stopped_after:.1f} s to stop"

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -229,25 +228,12 @@ def test_unknown_key_stops_the_planner_naming_the_field(comfy: ComfyClient) -> N
     assert "keyscale 'H major' is not a key" in error["exception_message"]
 
 
-def _running(comfy: ComfyClient, prompt_id: str) -> bool:
-    return any(item[1] == prompt_id for item in comfy.get_json("/queue")["queue_running"])
-
-
 def test_interrupt_stops_the_lm_within_a_chunk_of_tokens(comfy: ComfyClient) -> None:
     """600 s of codes (3000 tokens, two guided rows each) run far longer than the moment it takes to interrupt."""
     warm = comfy.run(plan_prompt(seed=19), timeout_s=240)  # the LM loader is cached for the long run
     assert execution_error(warm) is None, execution_error(warm)
     prompt_id = comfy.queue(plan_prompt(seed=20, duration=600.0, bpm=100, keyscale="C major", timesignature="4"))
-    deadline = time.monotonic() + 60
-    while not _running(comfy, prompt_id):
-        assert time.monotonic() < deadline, "the prompt never started"
-        assert comfy.history(prompt_id) is None, "the plan finished before it could be interrupted"
-        time.sleep(0.05)
-    time.sleep(0.5)
-    asked = time.monotonic()
-    comfy.interrupt(prompt_id)
-    entry = comfy.wait(prompt_id, timeout_s=60)
-    stopped_after = time.monotonic() - asked
+    entry, stopped_after = comfy.interrupt_when_running(prompt_id, settle_s=0.5)
     interrupted = messages(entry, "execution_interrupted")
     assert interrupted and interrupted[0]["node_id"] == "plan", entry["status"]
     assert stopped_after < 10, f"the planner took {stopped_after:.1f} s to stop"
