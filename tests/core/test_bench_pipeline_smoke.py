@@ -1,7 +1,6 @@
 """Keeps `benchmarks/bench_pipeline.py` working: one quick run through every engine stage, checked for the
 structure of its JSON and for the labelling of what it extrapolates. Timings are never asserted."""
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -10,19 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from benchmarks import bench_pipeline as bench
 from tests.core import qwen_vocab
 
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_pipeline.py"
-
-
-def _load_bench():
-    spec = importlib.util.spec_from_file_location("bench_pipeline", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load_bench()
 
 
 @pytest.fixture(scope="module")

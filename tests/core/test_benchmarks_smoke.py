@@ -1,7 +1,6 @@
 """Keeps `benchmarks/bench_networks.py` working: structure of its JSON and agreement of ours with the
 eager baseline. Timings are never asserted (they belong to the machine, not to the code)."""
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -10,18 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from benchmarks import bench_networks as bench
+
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_networks.py"
-
-
-def _load_bench():
-    spec = importlib.util.spec_from_file_location("bench_networks", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve their module through sys.modules
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load_bench()
 
 
 @pytest.fixture(scope="module")

@@ -3,28 +3,17 @@ draw the same tokens. Timings are never asserted (they belong to the machine, no
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
+from benchmarks import bench_planner as bench
 from tests.core.tiny_lm import single_thread  # noqa: F401 (fixture)
-
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_planner.py"
-
-
-def _load_bench():
-    spec = importlib.util.spec_from_file_location("bench_planner", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve their module through sys.modules
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_quick_run_report(tmp_path: Path, capsys) -> None:
     out = tmp_path / "bench.json"
-    status = _load_bench().main(["--quick", "--threads", "1", "--codes", "8", "--cot-tokens", "12",
-                                 "--batches", "2", "--out", str(out)])
+    status = bench.main(["--quick", "--threads", "1", "--codes", "8", "--cot-tokens", "12",
+                         "--batches", "2", "--out", str(out)])
     assert status == 0
     report = json.loads(out.read_text())
     assert report["settings"]["profile"] == "quick" and report["machine"]["torch_threads"] == 1
