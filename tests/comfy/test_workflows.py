@@ -29,6 +29,7 @@ import soundfile
 
 from .client import ComfyClient, execution_error, messages
 from .tiny_model_folders import install_model_folders
+from .test_audio_nodes import flac_tags_like_frontend
 from .workflow_api import workflow_to_prompt
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -102,27 +103,6 @@ def workflow_server(comfy_server: comfyui_test_env.ComfyServer,
     return comfy_server
 
 
-def flac_tags(data: bytes) -> dict[str, str]:
-    """The Vorbis comments of a FLAC file (`KEY=value`, keys lower-cased)."""
-    assert data[:4] == b"fLaC", "not a FLAC file"
-    offset, tags = 4, {}
-    while True:
-        kind, size = data[offset] & 0x7F, int.from_bytes(data[offset + 1:offset + 4], "big")
-        body = data[offset + 4:offset + 4 + size]
-        if kind == 4:
-            position = 4 + int.from_bytes(body[:4], "little")
-            count = int.from_bytes(body[position:position + 4], "little")
-            position += 4
-            for _ in range(count):
-                length = int.from_bytes(body[position:position + 4], "little")
-                key, _, value = body[position + 4:position + 4 + length].decode("utf-8").partition("=")
-                tags[key.lower()] = value
-                position += 4 + length
-        if data[offset] & 0x80:
-            return tags
-        offset += 4 + size
-
-
 def _upstream(prompt: dict[str, Any], node_id: str, name: str) -> str | None:
     value = prompt[node_id]["inputs"].get(name)
     return value[0] if isinstance(value, list) else None
@@ -186,7 +166,7 @@ def test_workflow_runs_and_saves_good_audio(comfy: ComfyClient, object_info: dic
             raw = comfy.view(saved["filename"], saved["subfolder"], saved["type"])
             data, rate = soundfile.read(io.BytesIO(raw), dtype="float32")
             check_audio(data, rate, expected and expected[0])
-            tags = flac_tags(raw)
+            tags = flac_tags_like_frontend(raw)
             assert json.loads(tags["workflow"]) == workflow
             assert without_fingerprints(json.loads(tags["prompt"])) == prompt
 
